@@ -1,0 +1,669 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! Every error names `FILE:LINE:COL: reason`, for syntax errors and for the semantic checks
+//! (duplicate ids, bad URLs, missing files) alike. Callers get a fully validated [`Config`] or an
+//! error; they never see a half-checked one.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::redact::Redacted;
+
+/// A config that failed to load, with the place and reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{col}: {reason}")]
+    Invalid { path: String, line: usize, col: usize, reason: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// `[database]`: where events are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE` (created if missing) or `postgres://user:pass@host/db`. Default `sqlite://vigil.db`.
+    #[serde(default = "default_db_url")]
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: default_db_url() }
+    }
+}
+
+fn default_db_url() -> String {
+    "sqlite://vigil.db".into()
+}
+
+/// `[redis]`: where events are published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Default `redis://127.0.0.1:6379`.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// The channel every event goes to. Default `events`.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// Extra channels, templated with `{camera_id}` and `{event_type}`. Default none.
+    #[serde(default)]
+    pub extra_channels: Vec<String>,
+    /// Optional Redis Stream that also receives every event (`XADD … MAXLEN ~ stream_maxlen`).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Approximate cap on the stream's length. Default 100000.
+    #[serde(default = "default_stream_maxlen")]
+    pub stream_maxlen: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: default_redis_url(),
+            channel: default_channel(),
+            extra_channels: Vec::new(),
+            stream: None,
+            stream_maxlen: default_stream_maxlen(),
+        }
+    }
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_channel() -> String {
+    "events".into()
+}
+fn default_stream_maxlen() -> u64 {
+    100_000
+}
+
+/// `[storage]`: snapshots on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory for JPEG snapshots; paths in events are relative to it. Default `snapshots`.
+    #[serde(default = "default_snapshots_dir")]
+    pub snapshots_dir: PathBuf,
+    /// Delete events and snapshots older than this many days. Default: keep forever.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { snapshots_dir: default_snapshots_dir(), retention_days: None }
+    }
+}
+
+fn default_snapshots_dir() -> PathBuf {
+    "snapshots".into()
+}
+
+/// `[server]`: the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// `[models]`: where setup put the ONNX files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Default `models`.
+    #[serde(default = "default_models_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self { dir: default_models_dir() }
+    }
+}
+
+fn default_models_dir() -> PathBuf {
+    "models".into()
+}
+
+/// One `[[cameras]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Unique id: letters, digits, `-` and `_`.
+    pub id: String,
+    /// `rtsp://[user:pass@]host[:port]/path` or `file:///absolute/path.mp4`.
+    pub url: String,
+    /// Pipeline template in `pipelines/`: `cpu` (default), `nvidia` or `vaapi`.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// A custom pipeline template instead of `decoder` (same placeholders).
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Scale decoded frames to `[width, height]`. Default: the stream's own size.
+    #[serde(default)]
+    pub size: Option<[u32; 2]>,
+    /// RTSP lower transport: `tcp` (default), `udp` or `auto`.
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// Restart a `file://` source at its end instead of finishing. Default false.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// Detection rate in frames per second. Default 5.
+    #[serde(default = "default_detect_fps")]
+    pub detect_fps: f64,
+    #[serde(default)]
+    pub motion: MotionConfig,
+    #[serde(default)]
+    pub backpressure: BackpressureConfig,
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+}
+
+fn default_decoder() -> String {
+    "cpu".into()
+}
+fn default_detect_fps() -> f64 {
+    5.0
+}
+
+/// RTSP lower transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RtspTransport {
+    /// Interleaved over the RTSP connection: works through NAT and firewalls.
+    #[default]
+    Tcp,
+    Udp,
+    /// Let GStreamer try UDP, then TCP.
+    Auto,
+}
+
+/// `[cameras.motion]`: Frigate-style running-average motion detection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotionConfig {
+    /// Height of the grey image motion runs on, in pixels. Default 120.
+    #[serde(default = "default_motion_height")]
+    pub frame_height: u32,
+    /// Per-pixel difference (0–255) that counts as changed. Default 25.
+    #[serde(default = "default_motion_threshold")]
+    pub threshold: u8,
+    /// Smallest region that counts, as a fraction of the frame. Default 0.002.
+    #[serde(default = "default_min_area")]
+    pub min_area: f64,
+    /// Background learning rate per frame (0–1). Default 0.05.
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+    /// Changes larger than this fraction of the frame are treated as lighting, not motion. Default 0.6.
+    #[serde(default = "default_lighting")]
+    pub lighting_change: f64,
+    /// Seconds without motion before the episode ends. Default 5.
+    #[serde(default = "default_quiet_secs")]
+    pub quiet_secs: f64,
+    /// Polygons to ignore, each a list of `[x, y]` points in 0–1 frame coordinates.
+    #[serde(default)]
+    pub mask: Vec<Vec<[f64; 2]>>,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        Self {
+            frame_height: default_motion_height(),
+            threshold: default_motion_threshold(),
+            min_area: default_min_area(),
+            alpha: default_alpha(),
+            lighting_change: default_lighting(),
+            quiet_secs: default_quiet_secs(),
+            mask: Vec::new(),
+        }
+    }
+}
+
+fn default_motion_height() -> u32 {
+    120
+}
+fn default_motion_threshold() -> u8 {
+    25
+}
+fn default_min_area() -> f64 {
+    0.002
+}
+fn default_alpha() -> f32 {
+    0.05
+}
+fn default_lighting() -> f64 {
+    0.6
+}
+fn default_quiet_secs() -> f64 {
+    5.0
+}
+
+/// What the frame channel does when analysis falls behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// `drop-oldest` for live sources (RTSP), `block` for files.
+    #[default]
+    Auto,
+    /// Drop the oldest queued frame and count it; latency stays bounded.
+    DropOldest,
+    /// Block the decoder until there is room; no frame is lost.
+    Block,
+}
+
+/// `[cameras.backpressure]`: the bounded channel between decode and analysis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackpressureConfig {
+    /// Frames the channel holds. Default 8.
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// `auto` (default), `drop-oldest` or `block`.
+    #[serde(default)]
+    pub policy: FullPolicy,
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        Self { capacity: default_capacity(), policy: FullPolicy::Auto }
+    }
+}
+
+fn default_capacity() -> usize {
+    8
+}
+
+/// `[cameras.reconnect]`: capped exponential backoff and the stall watchdog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First wait after a failure, seconds. Default 1.
+    #[serde(default = "default_backoff_initial")]
+    pub initial_secs: f64,
+    /// Longest wait, seconds. Default 30.
+    #[serde(default = "default_backoff_max")]
+    pub max_secs: f64,
+    /// A source with no frame for this long is restarted, seconds. Default 10.
+    #[serde(default = "default_stall")]
+    pub stall_secs: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_secs: default_backoff_initial(),
+            max_secs: default_backoff_max(),
+            stall_secs: default_stall(),
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The wait before attempt number `failures` (1-based): doubling, capped.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let exp = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+        Duration::from_secs_f64((self.initial_secs * exp).min(self.max_secs))
+    }
+}
+
+fn default_backoff_initial() -> f64 {
+    1.0
+}
+fn default_backoff_max() -> f64 {
+    30.0
+}
+fn default_stall() -> f64 {
+    10.0
+}
+
+/// Names of the pipeline templates built into the binary (from `pipelines/`).
+pub const DECODERS: &[&str] = &["cpu", "nvidia", "vaapi"];
+
+/// One step of a path into the document, used to point errors at the right place.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    Name(&'static str),
+    Index(usize),
+}
+
+/// A semantic error at a path in the document, e.g. `cameras[1].url`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: Vec<Key>,
+    pub reason: String,
+}
+
+impl FieldError {
+    fn new(path: Vec<Key>, reason: impl Into<String>) -> Self {
+        Self { path, reason: reason.into() }
+    }
+
+    /// The dotted field name, e.g. `cameras[1].url`.
+    pub fn field(&self) -> String {
+        let mut s = String::new();
+        for k in &self.path {
+            match k {
+                Key::Name(n) if s.is_empty() => s.push_str(n),
+                Key::Name(n) => {
+                    s.push('.');
+                    s.push_str(n)
+                }
+                Key::Index(i) => s.push_str(&format!("[{i}]")),
+            }
+        }
+        s
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate config text; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let at = |offset: usize, reason: String| {
+            let (line, col) = line_col(text, offset);
+            ConfigError::Invalid { path: name.to_string(), line, col, reason }
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            at(offset, e.message().trim().to_string())
+        })?;
+        if let Err(err) = config.validate() {
+            let doc = DeTable::parse(text).map_err(|e| at(0, e.message().to_string()))?;
+            return Err(at(span_of(&doc, &err.path), err.reason));
+        }
+        Ok(config)
+    }
+
+    /// Semantic checks that serde cannot express. Returns the first problem found.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        use Key::{Index, Name};
+        check_db_url(&self.database.url).map_err(|r| FieldError::new(vec![Name("database"), Name("url")], r))?;
+        check_redis(&self.redis).map_err(|(field, r)| FieldError::new(vec![Name("redis"), Name(field)], r))?;
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| FieldError::new(vec![Name("server"), Name("listen")], format!("not an address: {e}")))?;
+        let mut ids = HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let at = |field| vec![Name("cameras"), Index(i), Name(field)];
+            if !ids.insert(cam.id.as_str()) {
+                return Err(FieldError::new(at("id"), format!("duplicate camera id `{}`", cam.id)));
+            }
+            cam.validate().map_err(|(field, reason)| FieldError::new(at(field), reason))?;
+        }
+        Ok(())
+    }
+}
+
+impl CameraConfig {
+    /// Checks one camera; on error returns the offending key and the reason.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(("id", format!("camera id `{}` must be letters, digits, `-` or `_`", self.id)));
+        }
+        self.source().map_err(|r| ("url", r))?;
+        if self.pipeline.is_none() && !DECODERS.contains(&self.decoder.as_str()) {
+            return Err(("decoder", format!("unknown decoder `{}` (expected one of {})", self.decoder, DECODERS.join(", "))));
+        }
+        if let Some(p) = &self.pipeline {
+            crate::ingest::check_template(p).map_err(|r| ("pipeline", r))?;
+        }
+        if self.size.is_some_and(|[w, h]| !(16..=8192).contains(&w) || !(16..=8192).contains(&h)) {
+            return Err(("size", "width and height must be 16..=8192".into()));
+        }
+        if !(self.detect_fps > 0.0 && self.detect_fps <= 120.0) {
+            return Err(("detect_fps", "must be in (0, 120]".into()));
+        }
+        self.motion.validate().map_err(|r| ("motion", r))?;
+        if !(1..=10_000).contains(&self.backpressure.capacity) {
+            return Err(("backpressure", "capacity must be 1..=10000".into()));
+        }
+        let r = &self.reconnect;
+        if !(r.initial_secs > 0.0 && r.max_secs >= r.initial_secs && r.stall_secs > 0.0) {
+            return Err(("reconnect", "need 0 < initial_secs <= max_secs and stall_secs > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The parsed source URL (credentials included; redact before logging).
+    pub fn source(&self) -> Result<Source, String> {
+        // An unparseable URL is not echoed: without `://` its credentials cannot be found to redact.
+        let url = url::Url::parse(&self.url).map_err(|e| format!("bad URL: {e}"))?;
+        match url.scheme() {
+            "rtsp" | "rtsps" | "rtspt" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(format!("RTSP URL `{}` has no host", Redacted(&self.url)));
+                }
+                Ok(Source::Rtsp(url))
+            }
+            "file" => {
+                let path = url.to_file_path().map_err(|_| format!("bad file URL `{}`", self.url))?;
+                if !path.is_file() {
+                    return Err(format!("file not found: {}", path.display()));
+                }
+                Ok(Source::File(path))
+            }
+            other => Err(format!("unsupported URL scheme `{other}` (expected rtsp:// or file://)")),
+        }
+    }
+
+    /// Whether the source is live (frames keep coming whether or not we read them).
+    pub fn is_live(&self) -> bool {
+        matches!(self.source(), Ok(Source::Rtsp(_)))
+    }
+
+    /// The channel policy after resolving `auto`.
+    pub fn full_policy(&self) -> FullPolicy {
+        match self.backpressure.policy {
+            FullPolicy::Auto if self.is_live() => FullPolicy::DropOldest,
+            FullPolicy::Auto => FullPolicy::Block,
+            p => p,
+        }
+    }
+}
+
+/// Where a camera's video comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Rtsp(url::Url),
+    File(PathBuf),
+}
+
+impl MotionConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(16..=1080).contains(&self.frame_height) {
+            return Err("frame_height must be 16..=1080".into());
+        }
+        if self.threshold == 0 {
+            return Err("threshold must be 1..=255".into());
+        }
+        if !(self.min_area > 0.0 && self.min_area < 1.0) {
+            return Err("min_area must be a fraction of the frame in (0, 1)".into());
+        }
+        if !(self.alpha > 0.0 && self.alpha <= 1.0) {
+            return Err("alpha must be in (0, 1]".into());
+        }
+        if !(self.lighting_change > self.min_area && self.lighting_change <= 1.0) {
+            return Err("lighting_change must be in (min_area, 1]".into());
+        }
+        if !(self.quiet_secs >= 0.0) {
+            return Err("quiet_secs must be >= 0".into());
+        }
+        for (i, poly) in self.mask.iter().enumerate() {
+            if poly.len() < 3 {
+                return Err(format!("mask[{i}] needs at least 3 points"));
+            }
+            if poly.iter().flatten().any(|v| !(0.0..=1.0).contains(v)) {
+                return Err(format!("mask[{i}] points must be in 0..1 frame coordinates"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_db_url(url: &str) -> Result<(), String> {
+    match url.split_once(':').map(|(s, _)| s) {
+        Some("sqlite" | "postgres" | "postgresql") => Ok(()),
+        _ => Err(format!("database URL `{}` must start with sqlite:// or postgres://", Redacted(url))),
+    }
+}
+
+fn check_redis(redis: &RedisConfig) -> Result<(), (&'static str, String)> {
+    let url = url::Url::parse(&redis.url).map_err(|e| ("url", format!("bad URL: {e}")))?;
+    if !matches!(url.scheme(), "redis" | "rediss" | "unix" | "redis+unix") {
+        return Err(("url", format!("unsupported Redis URL scheme `{}`", url.scheme())));
+    }
+    if redis.channel.is_empty() {
+        return Err(("channel", "must not be empty".into()));
+    }
+    for ch in &redis.extra_channels {
+        let rest = ch.replace("{camera_id}", "").replace("{event_type}", "");
+        if rest.contains(['{', '}']) {
+            return Err(("extra_channels", format!("`{ch}`: only {{camera_id}} and {{event_type}} may be used")));
+        }
+    }
+    if redis.stream.as_deref() == Some("") {
+        return Err(("stream", "must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// The byte offset of the deepest part of `path` that exists in the document.
+fn span_of(doc: &Spanned<DeTable>, path: &[Key]) -> usize {
+    let mut best = doc.span().start;
+    let mut table = Some(doc.get_ref());
+    let mut array: Option<&[Spanned<DeValue>]> = None;
+    for key in path {
+        let value = match (key, table, array) {
+            (Key::Name(n), Some(t), _) => t.iter().find(|(k, _)| k.get_ref() == n).map(|(k, v)| {
+                best = k.span().start;
+                v
+            }),
+            (Key::Index(i), _, Some(a)) => a.get(*i),
+            _ => None,
+        };
+        let Some(value) = value else { break };
+        if !matches!(key, Key::Name(_)) || !matches!(value.get_ref(), DeValue::Table(_)) {
+            best = value.span().start;
+        }
+        table = None;
+        array = None;
+        match value.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    best
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "cams.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        assert!(err("[redis]\nurl = \n").starts_with("cams.toml:2:7:"), "{}", err("[redis]\nurl = \n"));
+    }
+
+    #[test]
+    fn unknown_key_has_position() {
+        let e = err("[redis]\nurl = \"redis://x\"\nchanel = \"e\"\n");
+        assert!(e.starts_with("cams.toml:3:1:") && e.contains("chanel"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_camera_points_at_second_id() {
+        let text = "[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/1\"\n\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/2\"\n";
+        assert_eq!(err(text), "cams.toml:6:6: duplicate camera id `a`");
+    }
+
+    #[test]
+    fn bad_url_and_missing_file() {
+        let e = err("[[cameras]]\nid = \"a\"\nurl = \"http//nope\"\n");
+        assert!(e.starts_with("cams.toml:3:7: bad URL"), "{e}");
+        let e = err("[[cameras]]\nid = \"a\"\nurl = \"file:///no/such/video.mp4\"\n");
+        assert_eq!(e, "cams.toml:3:7: file not found: /no/such/video.mp4");
+    }
+
+    #[test]
+    fn errors_never_show_passwords() {
+        let e = err("[[cameras]]\nid = \"a b\"\nurl = \"rtsp://admin:hunter2@cam/1\"\n");
+        assert!(e.starts_with("cams.toml:2:6:"), "{e}");
+        let e = err("[database]\nurl = \"mysql://root:hunter2@db/x\"\n");
+        assert!(e.starts_with("cams.toml:2:7:") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn defaults_resolve_policy_by_source() {
+        let c = Config::parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://u:p@h/1\"\n", "x").unwrap();
+        assert_eq!(c.cameras[0].full_policy(), FullPolicy::DropOldest);
+        assert_eq!(c.cameras[0].backpressure.capacity, 8);
+        assert_eq!(c.redis.channel, "events");
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let r = ReconnectConfig::default();
+        assert_eq!(r.backoff(1), Duration::from_secs(1));
+        assert_eq!(r.backoff(3), Duration::from_secs(4));
+        assert_eq!(r.backoff(50), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,127 @@
+//! Events: the consumer contract, and the path from "something happened" to a saved row, a JPEG
+//! snapshot and a Redis message.
+//!
+//! ```text
+//! analysis ─NewEvent─► Recorder (snapshot JPEG, DB row) ─Event─► Publisher (Redis, outbox relay)
+//! ```
+//!
+//! Save first, publish second: an event exists once its row is committed; the publisher only ever
+//! sends committed rows and marks them published afterwards, so delivery is at least once and
+//! consumers dedupe on `id`.
+
+pub mod publish;
+pub mod recorder;
+pub mod snapshot;
+pub mod store;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::Frame;
+
+pub use publish::Publisher;
+pub use recorder::Recorder;
+pub use store::{Store, StoreError};
+
+/// The kinds of event, as they appear in `event_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Motion,
+    Tracking,
+    Anpr,
+    Camera,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Motion => "motion",
+            EventType::Tracking => "tracking",
+            EventType::Anpr => "anpr",
+            EventType::Camera => "camera",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Motion, Self::Tracking, Self::Anpr, Self::Camera].into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// An event the pipeline wants recorded; it gets its id when saved.
+pub struct NewEvent {
+    pub event_type: EventType,
+    pub camera_id: String,
+    /// Wall time of the frame.
+    pub timestamp: DateTime<Utc>,
+    pub frame_number: Option<i64>,
+    pub data: serde_json::Value,
+    /// The frame to save as the event's JPEG snapshot.
+    pub snapshot: Option<Frame>,
+}
+
+/// A saved event: exactly the JSON every consumer sees (channel, API, table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub event_type: EventType,
+    pub camera_id: String,
+    #[serde(with = "rfc3339_ms")]
+    pub timestamp: DateTime<Utc>,
+    pub frame_number: Option<i64>,
+    pub snapshot_path: Option<String>,
+    pub event_data: serde_json::Value,
+    #[serde(with = "rfc3339_ms")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// `2026-11-22T10:00:00.123Z`: UTC, milliseconds, fixed width (sorts as text).
+pub fn format_ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parse a timestamp written by [`format_ts`] (or any RFC 3339 time).
+pub fn parse_ts(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+}
+
+mod rfc3339_ms {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_ts(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_ts(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_contract_shape() {
+        let t = parse_ts("2026-11-22T10:00:00.123Z").unwrap();
+        let ev = Event {
+            id: 123,
+            event_type: EventType::Tracking,
+            camera_id: "gate-1".into(),
+            timestamp: t,
+            frame_number: Some(1234),
+            snapshot_path: Some("gate-1/2026-11-22/123.jpg".into()),
+            event_data: serde_json::json!({}),
+            created_at: t + chrono::Duration::milliseconds(17),
+        };
+        let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 8);
+        assert_eq!(json["timestamp"], "2026-11-22T10:00:00.123Z");
+        assert_eq!(json["created_at"], "2026-11-22T10:00:00.140Z");
+        assert_eq!(json["event_type"], "tracking");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), ev);
+    }
+}

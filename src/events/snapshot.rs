@@ -1,0 +1,68 @@
+//! JPEG snapshots: colour conversion with GStreamer's own converter, encoding with `image`,
+//! files under `snapshots_dir/<camera>/<date>/<id>.jpg`.
+//!
+//! Encoding costs milliseconds, so callers run it off the analysis thread (the recorder does it
+//! on the blocking pool).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use image::ExtendedColorType;
+use image::codecs::jpeg::JpegEncoder;
+
+use crate::ingest::Frame;
+
+/// A snapshot that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("colour conversion failed: {0}")]
+    Convert(String),
+    #[error("JPEG encoding failed: {0}")]
+    Encode(#[from] image::ImageError),
+}
+
+/// Encode the whole frame as a JPEG of the given quality (1–100).
+pub fn encode_jpeg(frame: &Frame, quality: u8) -> Result<Vec<u8>, SnapshotError> {
+    let (w, h) = (frame.width(), frame.height());
+    let conv = |e: &dyn std::fmt::Display| SnapshotError::Convert(e.to_string());
+    let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
+        .fps(frame.info.fps())
+        .par(frame.info.par())
+        .build().map_err(|e| conv(&e))?;
+    let converter = gst_video::VideoConverter::new(&frame.info, &out_info, None).map_err(|e| conv(&e))?;
+    let input = gst_video::VideoFrame::from_buffer_readable(frame.buffer.clone(), &frame.info)
+        .map_err(|_| conv(&"cannot map input"))?;
+    let buffer = gst::Buffer::with_size(out_info.size()).map_err(|e| conv(&e))?;
+    let mut output = gst_video::VideoFrame::from_buffer_writable(buffer, &out_info).map_err(|_| conv(&"cannot map output"))?;
+    converter.frame(&input, &mut output);
+    let stride = output.plane_stride()[0] as usize;
+    let data = output.plane_data(0).map_err(|e| conv(&e))?;
+    let row = w as usize * 3;
+    let rgb: Vec<u8> = if stride == row {
+        data[..row * h as usize].to_vec()
+    } else {
+        data.chunks(stride).take(h as usize).flat_map(|line| &line[..row]).copied().collect()
+    };
+    let mut jpeg = Vec::with_capacity(row * h as usize / 8);
+    JpegEncoder::new_with_quality(&mut jpeg, quality).encode(&rgb, w, h, ExtendedColorType::Rgb8)?;
+    Ok(jpeg)
+}
+
+/// `camera/YYYY-MM-DD/id.jpg`, relative to the snapshots directory.
+pub fn relative_path(camera: &str, timestamp: &DateTime<Utc>, id: i64) -> String {
+    format!("{camera}/{}/{id}.jpg", timestamp.format("%Y-%m-%d"))
+}
+
+/// Write a snapshot atomically (temp file, then rename), creating directories as needed.
+pub async fn write(dir: &Path, rel: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let tmp = path.with_extension("jpg.tmp");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, &path).await
+}

@@ -1,0 +1,16 @@
+//! vigil: RTSP cameras in, events out.
+//!
+//! Data flow, one module per stage:
+//! [`config`] → [`supervisor`] → [`ingest`] (GStreamer) → [`channel`] (bounded, the backpressure
+//! point) → [`analysis`] ([`motion`], …) → [`events`] (snapshot, DB row, Redis).
+
+pub mod analysis;
+pub mod channel;
+pub mod config;
+pub mod events;
+pub mod ingest;
+pub mod metrics;
+pub mod motion;
+pub mod redact;
+pub mod sample;
+pub mod supervisor;

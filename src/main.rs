@@ -1,0 +1,42 @@
+//! The `vigil` command line: dispatch only; each subcommand lives in `cmds/`.
+
+mod cmds;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Video analytics for camera fleets: RTSP in, events out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cameras in a config file until SIGINT/SIGTERM.
+    Run(cmds::run::Args),
+    /// Validate a config file and exit (non-zero with FILE:LINE:COL: reason on error).
+    CheckConfig(cmds::check_config::Args),
+    /// Serve a sample video over RTSP on 127.0.0.1 and run one camera on it.
+    Demo(cmds::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Run(args) => cmds::run::run(args),
+        Command::CheckConfig(args) => cmds::check_config::run(args),
+        Command::Demo(args) => cmds::demo::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", vigil::redact::redact(&format!("{e:#}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

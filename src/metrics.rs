@@ -1,0 +1,102 @@
+//! Prometheus metrics, one registry per running instance (so tests can run several side by side).
+//!
+//! Hot paths hold pre-resolved handles ([`CameraMetrics`]) and never look up labels per frame.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// All of vigil's metrics and the registry they are exported from.
+pub struct Metrics {
+    pub registry: Registry,
+    frames_decoded: IntCounterVec,
+    frames_dropped: IntCounterVec,
+    frames_analysed: IntCounterVec,
+    queue_depth: IntGaugeVec,
+    events_saved: IntCounterVec,
+    events_published: IntCounterVec,
+    /// Saved events not yet published.
+    pub outbox_backlog: IntGauge,
+    /// Failed Redis commands.
+    pub redis_errors: IntCounter,
+    /// Failed database statements.
+    pub db_errors: IntCounter,
+    /// Snapshots that could not be encoded or written.
+    pub snapshot_errors: IntCounter,
+}
+
+/// One camera's counters, resolved once.
+#[derive(Clone)]
+pub struct CameraMetrics {
+    pub decoded: IntCounter,
+    pub dropped_backpressure: IntCounter,
+    pub analysed: IntCounter,
+    pub queue_depth: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let queue_depth =
+            IntGaugeVec::new(Opts::new("vigil_queue_depth", "Frames waiting between decode and analysis"), &["camera"])
+                .expect("valid metric");
+        r.register(Box::new(queue_depth.clone())).expect("unique metric");
+        let outbox_backlog = IntGauge::new("vigil_outbox_backlog", "Saved events not yet published").expect("valid metric");
+        r.register(Box::new(outbox_backlog.clone())).expect("unique metric");
+        Self {
+            frames_decoded: counter_vec(&r, "vigil_frames_decoded_total", "Frames out of the decoder", &["camera"]),
+            frames_dropped: counter_vec(&r, "vigil_frames_dropped_total", "Frames dropped before analysis", &["camera", "reason"]),
+            frames_analysed: counter_vec(&r, "vigil_frames_analysed_total", "Frames through analysis", &["camera"]),
+            events_saved: counter_vec(&r, "vigil_events_saved_total", "Events written to the database", &["type"]),
+            events_published: counter_vec(&r, "vigil_events_published_total", "Events published to Redis", &["type"]),
+            redis_errors: counter(&r, "vigil_redis_errors_total", "Failed Redis commands"),
+            db_errors: counter(&r, "vigil_db_errors_total", "Failed database statements"),
+            snapshot_errors: counter(&r, "vigil_snapshot_errors_total", "Snapshots not encoded or not written"),
+            queue_depth,
+            outbox_backlog,
+            registry: r,
+        }
+    }
+
+    /// The handles for one camera.
+    pub fn camera(&self, id: &str) -> CameraMetrics {
+        CameraMetrics {
+            decoded: self.frames_decoded.with_label_values(&[id]),
+            dropped_backpressure: self.frames_dropped.with_label_values(&[id, "backpressure"]),
+            analysed: self.frames_analysed.with_label_values(&[id]),
+            queue_depth: self.queue_depth.with_label_values(&[id]),
+        }
+    }
+
+    /// Count a saved event of `event_type`.
+    pub fn event_saved(&self, event_type: &str) {
+        self.events_saved.with_label_values(&[event_type]).inc();
+    }
+
+    /// Count a published event of `event_type`.
+    pub fn event_published(&self, event_type: &str) {
+        self.events_published.with_label_values(&[event_type]).inc();
+    }
+
+    /// Events saved so far of `event_type`.
+    pub fn events_saved(&self, event_type: &str) -> u64 {
+        self.events_saved.with_label_values(&[event_type]).get()
+    }
+}

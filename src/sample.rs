@@ -1,0 +1,177 @@
+//! A looping RTSP server for an H.264 MP4 file, on 127.0.0.1: the demo's camera, the tests'
+//! camera, and the benchmark's live source.
+//!
+//! ```text
+//! file ─(read once: qtdemux ! h264parse)─► access units in memory
+//!      ─► appsrc (timestamps continue across loops) ! clocksync ! rtph264pay ─► RTSP clients
+//! ```
+//!
+//! Looping from memory keeps the stream continuous, like a real camera; re-reading the file
+//! would end the RTSP session at every loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+use crate::ingest;
+
+/// The sample server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("RTSP server: {0}")]
+    Server(String),
+}
+
+/// The encoded stream, held in memory.
+struct Clip {
+    caps: gst::Caps,
+    units: Vec<gst::Buffer>,
+    /// Length of one pass, so timestamps continue on the next.
+    period: gst::ClockTime,
+}
+
+/// A running RTSP server; stops (and drops its clients) when dropped.
+pub struct SampleServer {
+    port: u16,
+    mount: String,
+    server: rtsp::RTSPServer,
+    main_loop: glib::MainLoop,
+    context: glib::MainContext,
+    source: Option<glib::SourceId>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SampleServer {
+    /// Serve `video` in a loop at `rtsp://127.0.0.1:PORT/MOUNT`; port 0 picks a free one.
+    pub fn start(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
+        ingest::init().map_err(|e| SampleError::Server(e.to_string()))?;
+        let clip = Arc::new(read_clip(video)?);
+        let server = rtsp::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&port.to_string());
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch("( appsrc name=vsrc is-live=true format=time ! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )");
+        factory.set_shared(true);
+        factory.connect_media_configure(move |_, media| {
+            let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
+            if let Some(src) = bin.by_name("vsrc").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()) {
+                feed(&src, clip.clone());
+            }
+        });
+        let mount = format!("/{}", mount.trim_start_matches('/'));
+        server.mount_points().ok_or_else(|| SampleError::Server("no mount points".into()))?.add_factory(&mount, factory);
+        let ctx = glib::MainContext::new();
+        let source = server.attach(Some(&ctx)).map_err(|e| SampleError::Server(format!("cannot listen on port {port}: {e}")))?;
+        let port = u16::try_from(server.bound_port()).map_err(|_| SampleError::Server("no bound port".into()))?;
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let thread = {
+            let (main_loop, ctx) = (main_loop.clone(), ctx.clone());
+            std::thread::Builder::new()
+                .name("rtsp-sample".into())
+                .spawn(move || ctx.with_thread_default(|| main_loop.run()).unwrap_or(()))
+                .map_err(|e| SampleError::Server(e.to_string()))?
+        };
+        Ok(Self { port, mount, server, main_loop, context: ctx, source: Some(source), thread: Some(thread) })
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The stream's URL.
+    pub fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}{}", self.port, self.mount)
+    }
+}
+
+impl Drop for SampleServer {
+    fn drop(&mut self) {
+        if let Some(source) = self.source.take().and_then(|id| self.context.find_source_by_id(&id)) {
+            source.destroy();
+        }
+        self.server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Push the clip's access units on demand, shifting timestamps by one period per pass.
+fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>) {
+    src.set_caps(Some(&clip.caps));
+    src.set_format(gst::Format::Time);
+    let next = Mutex::new(0usize);
+    src.set_callbacks(
+        gst_app::AppSrcCallbacks::builder()
+            .need_data(move |src, _| {
+                let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                let (pass, i) = (*n / clip.units.len(), *n % clip.units.len());
+                *n += 1;
+                let mut unit = clip.units[i].copy();
+                let shift = clip.period * pass as u64;
+                let unit_mut = unit.make_mut();
+                unit_mut.set_pts(clip.units[i].pts().map(|t| t + shift));
+                unit_mut.set_dts(clip.units[i].dts().map(|t| t + shift));
+                let _ = src.push_buffer(unit);
+            })
+            .build(),
+    );
+}
+
+/// Demux the file once into H.264 access units with timestamps starting at zero.
+fn read_clip(video: &Path) -> Result<Clip, SampleError> {
+    let err = |reason: String| SampleError::Read { path: video.to_path_buf(), reason };
+    if !video.is_file() {
+        return Err(err("no such file".into()));
+    }
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! qtdemux ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false",
+    )
+    .map_err(|e| err(e.to_string()))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| err("not a pipeline".into()))?;
+    pipeline.by_name("src").expect("src").set_property("location", video.to_string_lossy().as_ref());
+    let sink = pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).expect("sink");
+    pipeline.set_state(gst::State::Playing).map_err(|e| err(e.to_string()))?;
+    let mut caps = None;
+    let mut units = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        if caps.is_none() {
+            caps = sample.caps().map(|c| c.to_owned());
+        }
+        if let Some(b) = sample.buffer_owned() {
+            units.push(b);
+        }
+    }
+    let failure = pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(msg) = failure
+        && let gst::MessageView::Error(e) = msg.view()
+    {
+        return Err(err(format!("not an H.264 MP4: {}", e.error())));
+    }
+    let caps = caps.ok_or_else(|| err("no H.264 video track".into()))?;
+    let start = units.iter().filter_map(|b| b.dts_or_pts()).min().unwrap_or(gst::ClockTime::ZERO);
+    let mut end = gst::ClockTime::ZERO;
+    for b in &mut units {
+        let b = b.make_mut();
+        b.set_pts(b.pts().map(|t| t.saturating_sub(start)));
+        b.set_dts(b.dts().map(|t| t.saturating_sub(start)));
+        end = end.max(b.pts().unwrap_or_default() + b.duration().unwrap_or_default());
+    }
+    if units.is_empty() || end.is_zero() {
+        return Err(err("no timed H.264 frames".into()));
+    }
+    Ok(Clip { caps, units, period: end })
+}

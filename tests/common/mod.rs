@@ -1,0 +1,149 @@
+//! Fixtures shared by the end-to-end tests: real servers on 127.0.0.1 and the shared assets.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A media file from `../shared/media` (or `media/`, where setup copies the demo sample).
+pub fn media(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [root.join("../shared/media").join(name), root.join("media").join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("test asset {name} not found in ../shared/media or media/ (run scripts/setup)"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `redis-server` on its own port; killed on drop.
+pub struct Redis {
+    pub port: u16,
+    password: Option<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_on(free_port(), None)
+    }
+
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_on(free_port(), Some(password.to_string()))
+    }
+
+    /// A server that is not running yet: `url()` points at a closed port until `resume()`.
+    pub fn stopped() -> Self {
+        Self { port: free_port(), password: None, child: None }
+    }
+
+    fn start_on(port: u16, password: Option<String>) -> Self {
+        let mut r = Self { port, password, child: None };
+        r.resume();
+        r
+    }
+
+    /// (Re)start the server on the same port.
+    pub fn resume(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.stdout(Stdio::null()).spawn().expect("redis-server (run scripts/setup)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the server.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The PostgreSQL URL that scripts/test provides.
+pub fn postgres_url() -> String {
+    std::env::var("VIGIL_TEST_PG").expect("VIGIL_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL")
+}
+
+/// A running `vigil run -c CONFIG`, with its stderr captured to a file.
+pub struct Vigil {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Vigil {
+    pub fn start(dir: &Path, config_toml: &str) -> Self {
+        let config = dir.join("cameras.toml");
+        std::fs::write(&config, config_toml).unwrap();
+        let log = dir.join("vigil.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("VIGIL_LOG", "debug,sqlx=warn,redis=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGTERM, then wait; returns the exit code and how long the exit took.
+    pub fn terminate(mut self) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = started + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), started.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return (None, started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
