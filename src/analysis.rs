@@ -76,11 +76,11 @@ pub fn run(cam: CameraConfig, rx: Receiver<Frame>, events: mpsc::Sender<NewEvent
             }
             Recv::Timeout => {
                 // The source went quiet: close an open episode in wall time.
-                if last_frame.elapsed().as_secs_f64() >= cam.motion.quiet_secs.max(1.0) {
-                    if let Some(phase) = episode.finish() {
-                        debug!("no frames; ending motion episode");
-                        emit(motion_end_without_frame(&cam.id, phase));
-                    }
+                if last_frame.elapsed().as_secs_f64() >= cam.motion.quiet_secs.max(1.0)
+                    && let Some(phase) = episode.finish()
+                {
+                    debug!("no frames; ending motion episode");
+                    emit(motion_end_without_frame(&cam.id, phase));
                 }
             }
             Recv::Closed => {

@@ -329,11 +329,7 @@ pub struct ReconnectConfig {
 
 impl Default for ReconnectConfig {
     fn default() -> Self {
-        Self {
-            initial_secs: default_backoff_initial(),
-            max_secs: default_backoff_max(),
-            stall_secs: default_stall(),
-        }
+        Self { initial_secs: default_backoff_initial(), max_secs: default_backoff_max(), stall_secs: default_stall() }
     }
 }
 
@@ -448,7 +444,10 @@ impl CameraConfig {
         }
         self.source().map_err(|r| ("url", r))?;
         if self.pipeline.is_none() && !DECODERS.contains(&self.decoder.as_str()) {
-            return Err(("decoder", format!("unknown decoder `{}` (expected one of {})", self.decoder, DECODERS.join(", "))));
+            return Err((
+                "decoder",
+                format!("unknown decoder `{}` (expected one of {})", self.decoder, DECODERS.join(", ")),
+            ));
         }
         if let Some(p) = &self.pipeline {
             crate::ingest::check_template(p).map_err(|r| ("pipeline", r))?;
@@ -531,7 +530,7 @@ impl MotionConfig {
         if !(self.lighting_change > self.min_area && self.lighting_change <= 1.0) {
             return Err("lighting_change must be in (min_area, 1]".into());
         }
-        if !(self.quiet_secs >= 0.0) {
+        if self.quiet_secs.is_nan() || self.quiet_secs < 0.0 {
             return Err("quiet_secs must be >= 0".into());
         }
         for (i, poly) in self.mask.iter().enumerate() {

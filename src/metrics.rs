@@ -58,11 +58,17 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("vigil_queue_depth", "Frames waiting between decode and analysis"), &["camera"])
                 .expect("valid metric");
         r.register(Box::new(queue_depth.clone())).expect("unique metric");
-        let outbox_backlog = IntGauge::new("vigil_outbox_backlog", "Saved events not yet published").expect("valid metric");
+        let outbox_backlog =
+            IntGauge::new("vigil_outbox_backlog", "Saved events not yet published").expect("valid metric");
         r.register(Box::new(outbox_backlog.clone())).expect("unique metric");
         Self {
             frames_decoded: counter_vec(&r, "vigil_frames_decoded_total", "Frames out of the decoder", &["camera"]),
-            frames_dropped: counter_vec(&r, "vigil_frames_dropped_total", "Frames dropped before analysis", &["camera", "reason"]),
+            frames_dropped: counter_vec(
+                &r,
+                "vigil_frames_dropped_total",
+                "Frames dropped before analysis",
+                &["camera", "reason"],
+            ),
             frames_analysed: counter_vec(&r, "vigil_frames_analysed_total", "Frames through analysis", &["camera"]),
             events_saved: counter_vec(&r, "vigil_events_saved_total", "Events written to the database", &["type"]),
             events_published: counter_vec(&r, "vigil_events_published_total", "Events published to Redis", &["type"]),

@@ -59,7 +59,9 @@ impl SampleServer {
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch("( appsrc name=vsrc is-live=true format=time ! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )");
+        factory.set_launch(
+            "( appsrc name=vsrc is-live=true format=time ! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        );
         factory.set_shared(true);
         factory.connect_media_configure(move |_, media| {
             let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
@@ -68,9 +70,13 @@ impl SampleServer {
             }
         });
         let mount = format!("/{}", mount.trim_start_matches('/'));
-        server.mount_points().ok_or_else(|| SampleError::Server("no mount points".into()))?.add_factory(&mount, factory);
+        server
+            .mount_points()
+            .ok_or_else(|| SampleError::Server("no mount points".into()))?
+            .add_factory(&mount, factory);
         let ctx = glib::MainContext::new();
-        let source = server.attach(Some(&ctx)).map_err(|e| SampleError::Server(format!("cannot listen on port {port}: {e}")))?;
+        let source =
+            server.attach(Some(&ctx)).map_err(|e| SampleError::Server(format!("cannot listen on port {port}: {e}")))?;
         let port = u16::try_from(server.bound_port()).map_err(|_| SampleError::Server("no bound port".into()))?;
         let main_loop = glib::MainLoop::new(Some(&ctx), false);
         let thread = {

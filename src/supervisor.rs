@@ -14,13 +14,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::analysis;
 use crate::channel::{self, Policy};
 use crate::config::{CameraConfig, Config, FullPolicy};
-use crate::events::{EventType, NewEvent, Publisher, Recorder, Store};
+use crate::events::{EventType, NewEvent, Publisher, Recorder, Store, retention};
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
-use crate::analysis;
 
 /// Events waiting for the recorder; analysis blocks only if the database is down this long.
 const EVENT_QUEUE: usize = 4096;
@@ -48,6 +48,9 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: CancellationTo
         lagged,
     };
     let recorder = tokio::spawn(recorder.run(events_rx));
+    if let Some(days) = config.storage.retention_days {
+        tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
+    }
 
     let cameras: Vec<_> = config
         .cameras
@@ -73,7 +76,12 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: CancellationTo
 }
 
 /// One camera: its analysis thread, and its pipeline restarted until shutdown.
-async fn run_camera(cam: CameraConfig, events: mpsc::Sender<NewEvent>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+async fn run_camera(
+    cam: CameraConfig,
+    events: mpsc::Sender<NewEvent>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let cam_metrics = metrics.camera(&cam.id);
     let policy = match cam.full_policy() {
         FullPolicy::Block => Policy::Block,
@@ -116,7 +124,8 @@ async fn run_camera(cam: CameraConfig, events: mpsc::Sender<NewEvent>, metrics: 
                     Some(end) => end,
                     None => {
                         if connected {
-                            camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": "shutdown"})).await;
+                            camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": "shutdown"}))
+                                .await;
                         }
                         break;
                     }

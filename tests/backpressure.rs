@@ -19,7 +19,12 @@ fn camera(url: &str) -> CameraConfig {
     Config::parse(&toml, "test").unwrap().cameras.remove(0)
 }
 
-fn streamer(cam: &CameraConfig, capacity: usize, policy: Policy, m: &CameraMetrics) -> (Streamer, channel::Receiver<Frame>) {
+fn streamer(
+    cam: &CameraConfig,
+    capacity: usize,
+    policy: Policy,
+    m: &CameraMetrics,
+) -> (Streamer, channel::Receiver<Frame>) {
     let (tx, rx) = channel::bounded(capacity, policy);
     let sink = FrameSink {
         camera: "cam".into(),
@@ -65,7 +70,9 @@ fn live_source_drops_the_oldest_and_memory_stays_flat() {
     drop(streamer);
     let (decoded, dropped, queued) = (m.decoded.get(), m.dropped_backpressure.get(), rx.len() as u64);
     let growth = rss_end as i64 - rss_after_warmup.unwrap() as i64;
-    println!("live: decoded {decoded}, analysed {analysed}, dropped {dropped}, queued {queued}, max depth {max_depth}, RSS growth {growth} bytes");
+    println!(
+        "live: decoded {decoded}, analysed {analysed}, dropped {dropped}, queued {queued}, max depth {max_depth}, RSS growth {growth} bytes"
+    );
     assert!(max_depth <= capacity, "queue grew past its capacity: {max_depth}");
     assert!(dropped >= 40, "a slow stage must cause counted drops, got {dropped}");
     assert_eq!(decoded, analysed + dropped + queued, "every frame is analysed, dropped or queued");
@@ -81,15 +88,10 @@ fn file_source_blocks_and_loses_nothing() {
     let m = metrics.camera("cam");
     let (streamer, rx) = streamer(&cam, 4, Policy::Block, &m);
     let mut seqs = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(3)) {
-            Recv::Item(frame) => {
-                assert!(rx.len() <= 4);
-                seqs.push(frame.seq);
-                std::thread::sleep(Duration::from_millis(3));
-            }
-            Recv::Timeout | Recv::Closed => break,
-        }
+    while let Recv::Item(frame) = rx.recv_timeout(Duration::from_secs(3)) {
+        assert!(rx.len() <= 4);
+        seqs.push(frame.seq);
+        std::thread::sleep(Duration::from_millis(3));
     }
     let end = futures::executor::block_on(streamer.wait());
     println!("file: {} frames, dropped {}", seqs.len(), m.dropped_backpressure.get());

@@ -16,7 +16,10 @@ fn each_config_error_names_file_line_and_column() {
     let cases = [
         ("[redis\nurl = 1\n", "FILE:1:7:"),
         ("[storage]\nsnapshot_dir = \"x\"\n", "FILE:2:1: unknown field `snapshot_dir`"),
-        ("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/1\"\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/2\"\n", "FILE:5:6: duplicate camera id `a`"),
+        (
+            "[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/1\"\n[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/2\"\n",
+            "FILE:5:6: duplicate camera id `a`",
+        ),
         ("[[cameras]]\nid = \"a\"\nurl = \"rtsp//u:pw@h\"\n", "FILE:3:7: bad URL"),
         ("[[cameras]]\nid = \"a\"\nurl = \"file:///nope/x.mp4\"\n", "FILE:3:7: file not found: /nope/x.mp4"),
         ("[[cameras]]\nid = \"a\"\nurl = \"rtsp://h/1\"\ndecoder = \"gpu\"\n", "FILE:4:11: unknown decoder `gpu`"),
@@ -32,5 +35,11 @@ fn each_config_error_names_file_line_and_column() {
 #[test]
 fn a_valid_config_passes() {
     let (ok, stderr) = check("[[cameras]]\nid = \"gate-1\"\nurl = \"rtsp://user:pass@10.0.0.5:554/stream1\"\n");
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let (ok, stderr) = check(include_str!("../cameras.example.toml"));
     assert!(ok, "{stderr}");
 }

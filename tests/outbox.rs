@@ -15,10 +15,7 @@ async fn stream_ids(redis_url: &str) -> Vec<i64> {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let entries: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg("stream:events").arg("-").arg("+").query_async(&mut conn).await.unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.iter().find(|(k, _)| k == "id").unwrap().1.parse().unwrap())
-        .collect()
+    entries.into_iter().map(|(_, fields)| fields.iter().find(|(k, _)| k == "id").unwrap().1.parse().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,3 +114,39 @@ async fn rtsp_to_postgres_and_redis() {
     let dir = tempfile::tempdir().unwrap();
     end_to_end(&postgres_url(), dir.path()).await;
 }
+
+/// car-detection.mp4 shows three cars crossing (frames ~56–120, ~180–250, ~320–377, seen by
+/// stepping through the clip): each crossing is one motion episode, never a storm of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_camera_gives_one_motion_episode_per_car() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let db = format!("sqlite://{}", dir.path().join("events.db").display());
+    let config = format!(
+        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
+         [[cameras]]\nid = \"lane\"\nurl = \"file://{}\"\n[cameras.motion]\nquiet_secs = 1.0\n",
+        redis.url(),
+        dir.path().join("snaps").display(),
+        media("car-detection.mp4").display()
+    );
+    let vigil = Vigil::start(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !vigil.log_text().contains("camera stopped") {
+        assert!(Instant::now() < deadline, "file camera never finished:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0));
+    let store = Store::connect(&db).await.unwrap();
+    let events = store.after(0, 1000).await.unwrap();
+    let phases: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::Motion)
+        .map(|e| e.event_data["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["start", "end", "start", "end", "start", "end"], "{events:#?}");
+    let starts: Vec<_> = events.iter().filter(|e| e.event_data["phase"] == "start").collect();
+    assert!(starts.iter().all(|e| e.snapshot_path.is_some()));
+    let frames: Vec<i64> = starts.iter().map(|e| e.frame_number.unwrap()).collect();
+    assert!(frames[0] > 30 && frames[0] < 80 && frames[1] > 150 && frames[2] > 290, "{frames:?}");
+}

@@ -11,6 +11,7 @@
 
 pub mod publish;
 pub mod recorder;
+pub mod retention;
 pub mod snapshot;
 pub mod store;
 

@@ -45,7 +45,12 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher for `cfg`; connects lazily, so a Redis that is down at start is not an error.
-    pub fn new(cfg: RedisConfig, store: Store, metrics: Arc<Metrics>, lagged: Arc<AtomicBool>) -> Result<Self, PublishError> {
+    pub fn new(
+        cfg: RedisConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+        lagged: Arc<AtomicBool>,
+    ) -> Result<Self, PublishError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let conn_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -77,7 +82,10 @@ impl Publisher {
                     Err(e) => {
                         self.metrics.redis_errors.inc();
                         if !down_since_logged {
-                            warn!("cannot publish to redis {}, keeping events in the outbox: {e}", Redacted(&self.cfg.url));
+                            warn!(
+                                "cannot publish to redis {}, keeping events in the outbox: {e}",
+                                Redacted(&self.cfg.url)
+                            );
                             down_since_logged = true;
                         }
                         if shutdown.is_cancelled() && rx.is_closed() {

@@ -33,19 +33,21 @@ impl Recorder {
     pub async fn run(self, mut rx: mpsc::Receiver<NewEvent>) {
         while let Some(ev) = rx.recv().await {
             let jpeg = match ev.snapshot.clone() {
-                Some(frame) => match tokio::task::spawn_blocking(move || snapshot::encode_jpeg(&frame, JPEG_QUALITY)).await {
-                    Ok(Ok(bytes)) => Some(bytes),
-                    Ok(Err(e)) => {
-                        self.metrics.snapshot_errors.inc();
-                        warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
-                        None
+                Some(frame) => {
+                    match tokio::task::spawn_blocking(move || snapshot::encode_jpeg(&frame, JPEG_QUALITY)).await {
+                        Ok(Ok(bytes)) => Some(bytes),
+                        Ok(Err(e)) => {
+                            self.metrics.snapshot_errors.inc();
+                            warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
+                            None
+                        }
+                        Err(e) => {
+                            self.metrics.snapshot_errors.inc();
+                            error!("snapshot task failed: {e}");
+                            None
+                        }
                     }
-                    Err(e) => {
-                        self.metrics.snapshot_errors.inc();
-                        error!("snapshot task failed: {e}");
-                        None
-                    }
-                },
+                }
                 None => None,
             };
             let saved = self.save(&ev, jpeg.as_deref()).await;

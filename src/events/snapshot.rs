@@ -31,12 +31,14 @@ pub fn encode_jpeg(frame: &Frame, quality: u8) -> Result<Vec<u8>, SnapshotError>
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
         .fps(frame.info.fps())
         .par(frame.info.par())
-        .build().map_err(|e| conv(&e))?;
+        .build()
+        .map_err(|e| conv(&e))?;
     let converter = gst_video::VideoConverter::new(&frame.info, &out_info, None).map_err(|e| conv(&e))?;
     let input = gst_video::VideoFrame::from_buffer_readable(frame.buffer.clone(), &frame.info)
         .map_err(|_| conv(&"cannot map input"))?;
     let buffer = gst::Buffer::with_size(out_info.size()).map_err(|e| conv(&e))?;
-    let mut output = gst_video::VideoFrame::from_buffer_writable(buffer, &out_info).map_err(|_| conv(&"cannot map output"))?;
+    let mut output =
+        gst_video::VideoFrame::from_buffer_writable(buffer, &out_info).map_err(|_| conv(&"cannot map output"))?;
     converter.frame(&input, &mut output);
     let stride = output.plane_stride()[0] as usize;
     let data = output.plane_data(0).map_err(|e| conv(&e))?;

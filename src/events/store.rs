@@ -44,7 +44,11 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let full = if sqlite && !url.contains('?') && !url.contains(":memory:") { format!("{url}?mode=rwc") } else { url.to_string() };
+        let full = if sqlite && !url.contains('?') && !url.contains(":memory:") {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(5))
@@ -117,7 +121,10 @@ impl Store {
 
     /// The oldest unpublished events, in id order.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(select_events!("WHERE published = FALSE ORDER BY id LIMIT $1")).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(select_events!("WHERE published = FALSE ORDER BY id LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(row_to_event).collect()
     }
 
@@ -146,8 +153,21 @@ impl Store {
 
     /// Events with id greater than `after_id`, oldest first.
     pub async fn after(&self, after_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(select_events!("WHERE id > $1 ORDER BY id LIMIT $2")).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(select_events!("WHERE id > $1 ORDER BY id LIMIT $2"))
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(row_to_event).collect()
+    }
+
+    /// Delete published events older than `cutoff`, returning each one's snapshot path (if any).
+    /// Unpublished events are kept whatever their age: the outbox must never lose one.
+    pub async fn delete_before(&self, cutoff: &DateTime<Utc>) -> Result<Vec<Option<String>>, StoreError> {
+        Ok(sqlx::query_scalar("DELETE FROM events WHERE timestamp < $1 AND published = TRUE RETURNING snapshot_path")
+            .bind(format_ts(cutoff))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Close the pool, waiting for connections to finish.

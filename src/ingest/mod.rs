@@ -100,10 +100,8 @@ fn builtin_template(decoder: &str) -> Option<&'static str> {
 pub fn describe(cam: &CameraConfig, source: &Source) -> Result<String, IngestError> {
     let template = match &cam.pipeline {
         Some(custom) => custom.as_str(),
-        None => builtin_template(&cam.decoder).ok_or_else(|| IngestError::Build {
-            pipeline: cam.decoder.clone(),
-            reason: "unknown decoder".into(),
-        })?,
+        None => builtin_template(&cam.decoder)
+            .ok_or_else(|| IngestError::Build { pipeline: cam.decoder.clone(), reason: "unknown decoder".into() })?,
     };
     let src = match source {
         Source::Rtsp(_) => "rtspsrc name=src ! application/x-rtp,media=video",
@@ -169,7 +167,11 @@ pub struct FrameSink {
 }
 
 impl FrameSink {
-    fn on_sample(&self, appsink: &gst_app::AppSink, info_cache: &Mutex<Option<(gst::Caps, Arc<gst_video::VideoInfo>)>>) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn on_sample(
+        &self,
+        appsink: &gst_app::AppSink,
+        info_cache: &Mutex<Option<(gst::Caps, Arc<gst_video::VideoInfo>)>>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
         let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
         let caps = sample.caps().ok_or(gst::FlowError::NotNegotiated)?;
@@ -178,7 +180,8 @@ impl FrameSink {
             match cache.as_ref() {
                 Some((c, info)) if c.as_ref() == caps => info.clone(),
                 _ => {
-                    let info = Arc::new(gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?);
+                    let info =
+                        Arc::new(gst_video::VideoInfo::from_caps(caps).map_err(|_| gst::FlowError::NotNegotiated)?);
                     *cache = Some((caps.to_owned(), info.clone()));
                     info
                 }
@@ -240,9 +243,8 @@ impl Streamer {
         appsink.set_sync(false);
         appsink.set_max_buffers(1);
         let cache = Mutex::new(None);
-        appsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder().new_sample(move |s| sink.on_sample(s, &cache)).build(),
-        );
+        appsink
+            .set_callbacks(gst_app::AppSinkCallbacks::builder().new_sample(move |s| sink.on_sample(s, &cache)).build());
         Ok(Self { pipeline })
     }
 

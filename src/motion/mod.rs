@@ -33,10 +33,13 @@ pub struct MotionDetector {
     h: usize,
     /// Source column range summed into each small column.
     cols: Vec<(usize, usize)>,
+    rowsum: Vec<u32>,
     bg: Vec<f32>,
     small: Vec<u8>,
     ignore: Vec<bool>,
     changed: Vec<bool>,
+    /// Horizontal dilation pass.
+    spread: Vec<bool>,
     grown: Vec<bool>,
     seen: Vec<bool>,
     stack: Vec<usize>,
@@ -61,10 +64,12 @@ impl MotionDetector {
             w,
             h,
             cols,
+            rowsum: vec![0; src_w],
             bg: Vec::new(),
             small: vec![0; w * h],
             ignore,
             changed: vec![false; w * h],
+            spread: vec![false; w * h],
             grown: vec![false; w * h],
             seen: vec![false; w * h],
             stack: Vec::new(),
@@ -109,34 +114,40 @@ impl MotionDetector {
         self.regions(n)
     }
 
+    /// Box-average the luma plane into `small`: whole source rows are summed first (a
+    /// vectorisable pass), then each output pixel sums its span of columns.
     fn downscale(&mut self, luma: &[u8], stride: usize) {
-        let (w, h, src_h) = (self.w, self.h, self.src_h);
+        let (w, h, src_h, src_w) = (self.w, self.h, self.src_h, self.src_w);
         for y in 0..h {
             let (y0, y1) = (y * src_h / h, ((y + 1) * src_h / h).max(y * src_h / h + 1));
-            for x in 0..w {
-                let (x0, x1) = self.cols[x];
-                let mut sum = 0u32;
-                for row in y0..y1 {
-                    let line = &luma[row * stride..row * stride + self.src_w];
-                    sum += line[x0..x1].iter().map(|&v| v as u32).sum::<u32>();
+            self.rowsum.fill(0);
+            for row in y0..y1 {
+                let line = &luma[row * stride..row * stride + src_w];
+                for (acc, &v) in self.rowsum.iter_mut().zip(line) {
+                    *acc += v as u32;
                 }
+            }
+            for (x, &(x0, x1)) in self.cols.iter().enumerate() {
+                let sum: u32 = self.rowsum[x0..x1].iter().sum();
                 self.small[y * w + x] = (sum / ((y1 - y0) * (x1 - x0)) as u32) as u8;
             }
         }
     }
 
-    /// 3×3 dilation, so fragments of one moving object join into one region.
+    /// 3×3 dilation (horizontal pass, then vertical), so fragments of one moving object join
+    /// into one region.
     fn dilate(&mut self) {
         let (w, h) = (self.w, self.h);
         for y in 0..h {
+            let row = &self.changed[y * w..(y + 1) * w];
             for x in 0..w {
-                let mut any = false;
-                for yy in y.saturating_sub(1)..(y + 2).min(h) {
-                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
-                        any |= self.changed[yy * w + xx];
-                    }
-                }
-                self.grown[y * w + x] = any;
+                self.spread[y * w + x] = row[x.saturating_sub(1)..(x + 2).min(w)].contains(&true);
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                self.grown[i] = self.spread[i] || (y > 0 && self.spread[i - w]) || (y + 1 < h && self.spread[i + w]);
             }
         }
     }
@@ -303,7 +314,8 @@ mod tests {
 
     #[test]
     fn mask_and_lighting_changes_are_not_motion() {
-        let cfg = MotionConfig { mask: vec![vec![[0.4, 0.2], [0.7, 0.2], [0.7, 0.6], [0.4, 0.6]]], ..Default::default() };
+        let cfg =
+            MotionConfig { mask: vec![vec![[0.4, 0.2], [0.7, 0.2], [0.7, 0.6], [0.4, 0.6]]], ..Default::default() };
         let mut d = MotionDetector::new(&cfg, 640, 360);
         d.detect(&frame(640, 360, None), 640);
         assert!(d.detect(&frame(640, 360, Some((300, 100, 60))), 640).is_empty());

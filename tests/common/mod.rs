@@ -87,7 +87,8 @@ impl Drop for Redis {
 
 /// The PostgreSQL URL that scripts/test provides.
 pub fn postgres_url() -> String {
-    std::env::var("VIGIL_TEST_PG").expect("VIGIL_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL")
+    std::env::var("VIGIL_TEST_PG")
+        .expect("VIGIL_TEST_PG is not set: run the tests through scripts/test, which starts PostgreSQL")
 }
 
 /// A running `vigil run -c CONFIG`, with its stderr captured to a file.
