@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub models: ModelsConfig,
     #[serde(default)]
+    pub inference: InferenceConfig,
+    #[serde(default)]
     pub cameras: Vec<CameraConfig>,
 }
 
@@ -145,23 +147,88 @@ fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
 
-/// `[models]`: where setup put the ONNX files.
+/// `[models]`: where setup put the ONNX files, and which of `manifest.toml`'s models to use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
     /// Default `models`.
     #[serde(default = "default_models_dir")]
     pub dir: PathBuf,
+    /// The object detector, by manifest name. Default `yolox-nano`.
+    #[serde(default = "default_detector")]
+    pub detector: String,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
-        Self { dir: default_models_dir() }
+        Self { dir: default_models_dir(), detector: default_detector() }
     }
 }
 
 fn default_models_dir() -> PathBuf {
     "models".into()
+}
+fn default_detector() -> String {
+    "yolox-nano".into()
+}
+
+/// `[inference]`: ONNX Runtime and the shared, batching inference service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Path of `libonnxruntime.so`. Default: `$ORT_DYLIB_PATH`, else the copy scripts/setup installs.
+    #[serde(default)]
+    pub library: Option<PathBuf>,
+    /// Execution provider: `cpu` (default), `cuda` or `tensorrt`; falls back to CPU with a warning.
+    #[serde(default)]
+    pub provider: Provider,
+    /// GPU index for `cuda`/`tensorrt`. Default 0.
+    #[serde(default)]
+    pub device_id: i32,
+    /// Intra-op threads per session. Default 0: one per core.
+    #[serde(default)]
+    pub intra_threads: usize,
+    /// Let idle intra-op threads spin. Default false: spinning halves throughput when decoders
+    /// share the cores.
+    #[serde(default)]
+    pub spinning: bool,
+    /// Most requests run as one call. Default 8.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for company, milliseconds. Default 2.
+    #[serde(default = "default_batch_window")]
+    pub batch_window_ms: f64,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            library: None,
+            provider: Provider::Cpu,
+            device_id: 0,
+            intra_threads: 0,
+            spinning: false,
+            max_batch: default_max_batch(),
+            batch_window_ms: default_batch_window(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    8
+}
+fn default_batch_window() -> f64 {
+    2.0
+}
+
+/// ONNX Runtime execution provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    #[default]
+    Cpu,
+    Cuda,
+    Tensorrt,
 }
 
 /// One `[[cameras]]` entry.
@@ -192,6 +259,13 @@ pub struct CameraConfig {
     pub detect_fps: f64,
     #[serde(default)]
     pub motion: MotionConfig,
+    #[serde(default)]
+    pub detection: DetectionConfig,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    /// Named polygons; each track carries the zones its box's bottom centre is in.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub backpressure: BackpressureConfig,
     #[serde(default)]
@@ -275,6 +349,125 @@ fn default_lighting() -> f64 {
 }
 fn default_quiet_secs() -> f64 {
     5.0
+}
+
+/// `[cameras.detection]`: which objects to detect, Frigate-style gated by motion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Run the detector at all. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Labels to track. Default person, car, truck, bus, motorcycle, bicycle.
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+    /// Lowest score that starts a track. Default 0.5.
+    #[serde(default = "default_min_score")]
+    pub min_score: f32,
+    /// Smallest box, as a fraction of the frame. Default 0.0005.
+    #[serde(default = "default_min_box")]
+    pub min_area: f64,
+    /// Per-label overrides of `min_score` and `min_area`.
+    #[serde(default)]
+    pub filters: std::collections::BTreeMap<String, LabelFilter>,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            labels: default_labels(),
+            min_score: default_min_score(),
+            min_area: default_min_box(),
+            filters: Default::default(),
+        }
+    }
+}
+
+impl DetectionConfig {
+    /// The minimum score and area that apply to `label`.
+    pub fn thresholds(&self, label: &str) -> (f32, f64) {
+        let f = self.filters.get(label);
+        (f.and_then(|f| f.min_score).unwrap_or(self.min_score), f.and_then(|f| f.min_area).unwrap_or(self.min_area))
+    }
+}
+
+/// A per-label threshold override.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelFilter {
+    pub min_score: Option<f32>,
+    pub min_area: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_labels() -> Vec<String> {
+    ["person", "car", "truck", "bus", "motorcycle", "bicycle"].map(String::from).to_vec()
+}
+fn default_min_score() -> f32 {
+    0.5
+}
+fn default_min_box() -> f64 {
+    0.0005
+}
+
+/// `[cameras.tracker]`: ByteTrack-style association.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Detections in a row before a track is confirmed (and `start` is published). Default 3.
+    #[serde(default = "default_min_hits")]
+    pub min_hits: u32,
+    /// Seconds without a match before a track ends. Default 2.
+    #[serde(default = "default_max_age")]
+    pub max_age_secs: f64,
+    /// Lowest IoU for a match. Default 0.2.
+    #[serde(default = "default_match_iou")]
+    pub match_iou: f32,
+    /// A track whose box moved less than this fraction of its size is stationary. Default 0.1.
+    #[serde(default = "default_stationary")]
+    pub stationary_motion: f32,
+    /// Most `update` events per track per minute. Default 6.
+    #[serde(default = "default_updates")]
+    pub max_updates_per_minute: u32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            min_hits: default_min_hits(),
+            max_age_secs: default_max_age(),
+            match_iou: default_match_iou(),
+            stationary_motion: default_stationary(),
+            max_updates_per_minute: default_updates(),
+        }
+    }
+}
+
+fn default_min_hits() -> u32 {
+    3
+}
+fn default_max_age() -> f64 {
+    2.0
+}
+fn default_match_iou() -> f32 {
+    0.2
+}
+fn default_stationary() -> f32 {
+    0.1
+}
+fn default_updates() -> u32 {
+    6
+}
+
+/// `[[cameras.zones]]`: a named polygon in 0–1 frame coordinates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: String,
+    pub polygon: Vec<[f64; 2]>,
 }
 
 /// What the frame channel does when analysis falls behind.
@@ -418,6 +611,10 @@ impl Config {
     /// Semantic checks that serde cannot express. Returns the first problem found.
     pub fn validate(&self) -> Result<(), FieldError> {
         use Key::{Index, Name};
+        let inf = &self.inference;
+        if !(1..=64).contains(&inf.max_batch) || !(0.0..=100.0).contains(&inf.batch_window_ms) {
+            return Err(FieldError::new(vec![Name("inference")], "need max_batch 1..=64 and batch_window_ms 0..=100"));
+        }
         check_db_url(&self.database.url).map_err(|r| FieldError::new(vec![Name("database"), Name("url")], r))?;
         check_redis(&self.redis).map_err(|(field, r)| FieldError::new(vec![Name("redis"), Name(field)], r))?;
         self.server
@@ -459,6 +656,24 @@ impl CameraConfig {
             return Err(("detect_fps", "must be in (0, 120]".into()));
         }
         self.motion.validate().map_err(|r| ("motion", r))?;
+        let d = &self.detection;
+        if !(0.0..=1.0).contains(&d.min_score)
+            || d.filters.values().any(|f| f.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)))
+        {
+            return Err(("detection", "scores must be in 0..1".into()));
+        }
+        if self.tracker.min_hits == 0
+            || self.tracker.max_age_secs <= 0.0
+            || !(0.0..1.0).contains(&self.tracker.match_iou)
+        {
+            return Err(("tracker", "need min_hits >= 1, max_age_secs > 0 and match_iou in [0, 1)".into()));
+        }
+        for z in &self.zones {
+            if z.name.is_empty() || z.polygon.len() < 3 || z.polygon.iter().flatten().any(|v| !(0.0..=1.0).contains(v))
+            {
+                return Err(("zones", format!("zone `{}` needs a name and 3+ points in 0..1", z.name)));
+            }
+        }
         if !(1..=10_000).contains(&self.backpressure.capacity) {
             return Err(("backpressure", "capacity must be 1..=10000".into()));
         }

@@ -7,10 +7,14 @@
 pub mod analysis;
 pub mod channel;
 pub mod config;
+pub mod detect;
 pub mod events;
+pub mod geometry;
+pub mod inference;
 pub mod ingest;
 pub mod metrics;
 pub mod motion;
 pub mod redact;
 pub mod sample;
 pub mod supervisor;
+pub mod track;

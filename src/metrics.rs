@@ -2,7 +2,9 @@
 //!
 //! Hot paths hold pre-resolved handles ([`CameraMetrics`]) and never look up labels per frame.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// All of vigil's metrics and the registry they are exported from.
 pub struct Metrics {
@@ -21,6 +23,11 @@ pub struct Metrics {
     pub db_errors: IntCounter,
     /// Snapshots that could not be encoded or written.
     pub snapshot_errors: IntCounter,
+    /// Items per model call, by model.
+    pub inference_batch: HistogramVec,
+    /// Seconds per model call, by model.
+    pub inference_seconds: HistogramVec,
+    frames_detected: IntCounterVec,
 }
 
 /// One camera's counters, resolved once.
@@ -29,6 +36,8 @@ pub struct CameraMetrics {
     pub decoded: IntCounter,
     pub dropped_backpressure: IntCounter,
     pub analysed: IntCounter,
+    /// Frames that went through the object detector.
+    pub detected: IntCounter,
     pub queue_depth: IntGauge,
 }
 
@@ -61,7 +70,24 @@ impl Metrics {
         let outbox_backlog =
             IntGauge::new("vigil_outbox_backlog", "Saved events not yet published").expect("valid metric");
         r.register(Box::new(outbox_backlog.clone())).expect("unique metric");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h =
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"]).expect("valid metric");
+            r.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
         Self {
+            inference_batch: histogram(
+                "vigil_inference_batch_size",
+                "Items per model call",
+                vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0],
+            ),
+            inference_seconds: histogram(
+                "vigil_inference_seconds",
+                "Seconds per model call",
+                prometheus::exponential_buckets(0.001, 2.0, 12).expect("valid buckets"),
+            ),
+            frames_detected: counter_vec(&r, "vigil_frames_detected_total", "Frames through the detector", &["camera"]),
             frames_decoded: counter_vec(&r, "vigil_frames_decoded_total", "Frames out of the decoder", &["camera"]),
             frames_dropped: counter_vec(
                 &r,
@@ -87,8 +113,15 @@ impl Metrics {
             decoded: self.frames_decoded.with_label_values(&[id]),
             dropped_backpressure: self.frames_dropped.with_label_values(&[id, "backpressure"]),
             analysed: self.frames_analysed.with_label_values(&[id]),
+            detected: self.frames_detected.with_label_values(&[id]),
             queue_depth: self.queue_depth.with_label_values(&[id]),
         }
+    }
+
+    /// Record one model call of `batch` items.
+    pub fn inference_observed(&self, model: &str, batch: usize, took: Duration) {
+        self.inference_batch.with_label_values(&[model]).observe(batch as f64);
+        self.inference_seconds.with_label_values(&[model]).observe(took.as_secs_f64());
     }
 
     /// Count a saved event of `event_type`.

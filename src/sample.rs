@@ -53,6 +53,15 @@ pub struct SampleServer {
 impl SampleServer {
     /// Serve `video` in a loop at `rtsp://127.0.0.1:PORT/MOUNT`; port 0 picks a free one.
     pub fn start(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
+        Self::serve(video, mount, port, true)
+    }
+
+    /// Serve `video` once, then end the stream (each new session starts from the beginning).
+    pub fn once(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
+        Self::serve(video, mount, port, false)
+    }
+
+    fn serve(video: &Path, mount: &str, port: u16, looping: bool) -> Result<Self, SampleError> {
         ingest::init().map_err(|e| SampleError::Server(e.to_string()))?;
         let clip = Arc::new(read_clip(video)?);
         let server = rtsp::RTSPServer::new();
@@ -66,7 +75,7 @@ impl SampleServer {
         factory.connect_media_configure(move |_, media| {
             let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
             if let Some(src) = bin.by_name("vsrc").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()) {
-                feed(&src, clip.clone());
+                feed(&src, clip.clone(), looping);
             }
         });
         let mount = format!("/{}", mount.trim_start_matches('/'));
@@ -114,7 +123,7 @@ impl Drop for SampleServer {
 }
 
 /// Push the clip's access units on demand, shifting timestamps by one period per pass.
-fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>) {
+fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>, looping: bool) {
     src.set_caps(Some(&clip.caps));
     src.set_format(gst::Format::Time);
     let next = Mutex::new(0usize);
@@ -123,6 +132,10 @@ fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>) {
             .need_data(move |src, _| {
                 let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
                 let (pass, i) = (*n / clip.units.len(), *n % clip.units.len());
+                if pass > 0 && !looping {
+                    let _ = src.end_of_stream();
+                    return;
+                }
                 *n += 1;
                 let mut unit = clip.units[i].copy();
                 let shift = clip.period * pass as u64;

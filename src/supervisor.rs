@@ -14,10 +14,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::analysis;
+use crate::analysis::{self, objects::ObjectStage};
 use crate::channel::{self, Policy};
 use crate::config::{CameraConfig, Config, FullPolicy};
+use crate::detect::Detector;
 use crate::events::{EventType, NewEvent, Publisher, Recorder, Store, retention};
+use crate::inference::Runtime;
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
@@ -52,14 +54,26 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: CancellationTo
         tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
     }
 
-    let cameras: Vec<_> = config
-        .cameras
-        .iter()
-        .map(|cam| {
-            let span = info_span!("camera", id = %cam.id);
-            tokio::spawn(run_camera(cam.clone(), events_tx.clone(), metrics.clone(), shutdown.clone()).instrument(span))
-        })
-        .collect();
+    let detector = if config.cameras.iter().any(|c| c.detection.enabled) {
+        let runtime = Runtime::load(&config.inference).context("loading ONNX Runtime")?;
+        let detector = Detector::load(&config.models, &runtime, &config.inference, metrics.clone())
+            .context("loading the object detector")?;
+        Some(Arc::new(detector))
+    } else {
+        None
+    };
+    let mut cameras = Vec::new();
+    for cam in &config.cameras {
+        let objects = match &detector {
+            Some(d) if cam.detection.enabled => {
+                Some(ObjectStage::new(cam, d.clone(), metrics.camera(&cam.id)).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
+        let span = info_span!("camera", id = %cam.id);
+        let task = run_camera(cam.clone(), objects, events_tx.clone(), metrics.clone(), shutdown.clone());
+        cameras.push(tokio::spawn(task.instrument(span)));
+    }
     drop(events_tx);
 
     shutdown.cancelled().await;
@@ -78,6 +92,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: CancellationTo
 /// One camera: its analysis thread, and its pipeline restarted until shutdown.
 async fn run_camera(
     cam: CameraConfig,
+    objects: Option<ObjectStage>,
     events: mpsc::Sender<NewEvent>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -92,7 +107,7 @@ async fn run_camera(
         let (cam, events, m) = (cam.clone(), events.clone(), cam_metrics.clone());
         std::thread::Builder::new()
             .name(format!("analysis-{}", cam.id))
-            .spawn(move || analysis::run(cam, rx, events, m))
+            .spawn(move || analysis::run(cam, rx, objects, events, m))
             .expect("spawn analysis thread")
     };
     let sink = FrameSink {

@@ -145,7 +145,8 @@ async fn a_file_camera_gives_one_motion_episode_per_car() {
         .map(|e| e.event_data["phase"].as_str().unwrap())
         .collect();
     assert_eq!(phases, ["start", "end", "start", "end", "start", "end"], "{events:#?}");
-    let starts: Vec<_> = events.iter().filter(|e| e.event_data["phase"] == "start").collect();
+    let starts: Vec<_> =
+        events.iter().filter(|e| e.event_type == EventType::Motion && e.event_data["phase"] == "start").collect();
     assert!(starts.iter().all(|e| e.snapshot_path.is_some()));
     let frames: Vec<i64> = starts.iter().map(|e| e.frame_number.unwrap()).collect();
     assert!(frames[0] > 30 && frames[0] < 80 && frames[1] > 150 && frames[2] > 290, "{frames:?}");

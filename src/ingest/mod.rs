@@ -64,6 +64,12 @@ impl Frame {
         self.info.height()
     }
 
+    /// A copy that owns its pixels, for keeping past the next few frames without holding on to
+    /// the decoder's buffer pool.
+    pub fn detached(&self) -> Result<Frame, gst::glib::BoolError> {
+        Ok(Frame { buffer: self.buffer.copy_deep()?, ..self.clone() })
+    }
+
     /// Map the frame for reading (no copy).
     pub fn map(&self) -> Result<gst_video::VideoFrameRef<&gst::BufferRef>, gst::glib::BoolError> {
         gst_video::VideoFrameRef::from_buffer_ref_readable(self.buffer.as_ref(), &self.info)

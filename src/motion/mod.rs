@@ -6,6 +6,7 @@
 //! allocated per frame once the first frame has been seen.
 
 use crate::config::MotionConfig;
+use crate::geometry::inside;
 
 /// A box `[x1, y1, x2, y2]` in full-frame pixels.
 pub type BoxPx = [u32; 4];
@@ -202,20 +203,6 @@ impl MotionDetector {
         let sy = |y: usize| (y * self.src_h / self.h) as u32;
         [sx(x1), sy(y1), sx(x2), sy(y2)]
     }
-}
-
-/// Even-odd point-in-polygon test in normalised coordinates.
-fn inside(poly: &[[f64; 2]], x: f64, y: f64) -> bool {
-    let mut inside = false;
-    let mut j = poly.len() - 1;
-    for i in 0..poly.len() {
-        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
-        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
 }
 
 /// A change in a camera's motion state.

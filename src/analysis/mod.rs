@@ -1,8 +1,10 @@
 //! The per-camera analysis loop: takes frames from the channel and runs the stages in order
-//! (motion today; detection, tracking and ANPR plug in here), turning their output into events.
+//! (motion on every frame, then the gated [`objects`] stage), turning their output into events.
 //!
 //! It runs on its own OS thread per camera, because it is CPU-bound and must never stall the
 //! async runtime; it hands events to the recorder and never waits on storage.
+
+pub mod objects;
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use crate::events::{EventType, NewEvent};
 use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::{MotionDetector, MotionEpisode, Phase};
+use objects::ObjectStage;
 
 /// Stream time that only moves forward: pts deltas, clamped, so reconnects (pts restarting at
 /// zero) and gaps cannot make quiet periods look negative or endless.
@@ -39,12 +42,19 @@ impl StreamClock {
 }
 
 /// Analyse frames until the channel is closed and drained.
-pub fn run(cam: CameraConfig, rx: Receiver<Frame>, events: mpsc::Sender<NewEvent>, metrics: CameraMetrics) {
+pub fn run(
+    cam: CameraConfig,
+    rx: Receiver<Frame>,
+    mut objects: Option<ObjectStage>,
+    events: mpsc::Sender<NewEvent>,
+    metrics: CameraMetrics,
+) {
     let _span = info_span!("camera", id = %cam.id).entered();
     let mut detector: Option<MotionDetector> = None;
     let mut episode = MotionEpisode::new(cam.motion.quiet_secs);
     let mut clock = StreamClock::default();
     let mut last_frame = Instant::now();
+    let mut previous: Option<Frame> = None;
     let emit = |ev: NewEvent| {
         if events.blocking_send(ev).is_err() {
             warn!("event recorder stopped; event lost");
@@ -72,20 +82,33 @@ pub fn run(cam: CameraConfig, rx: Receiver<Frame>, events: mpsc::Sender<NewEvent
                 if let Some(phase) = episode.update(&motion, t) {
                     emit(motion_event(&cam.id, phase, &frame));
                 }
+                if let Some(stage) = &mut objects {
+                    stage.process(&frame, &motion, t).into_iter().for_each(emit);
+                }
                 metrics.analysed.inc();
+                previous = Some(frame);
             }
             Recv::Timeout => {
                 // The source went quiet: close an open episode in wall time.
-                if last_frame.elapsed().as_secs_f64() >= cam.motion.quiet_secs.max(1.0)
+                let quiet = last_frame.elapsed().as_secs_f64();
+                if quiet >= cam.motion.quiet_secs.max(1.0)
                     && let Some(phase) = episode.finish()
                 {
                     debug!("no frames; ending motion episode");
                     emit(motion_end_without_frame(&cam.id, phase));
                 }
+                if quiet >= cam.tracker.max_age_secs
+                    && let Some(stage) = &mut objects
+                {
+                    stage.finish(previous.as_ref()).into_iter().for_each(emit);
+                }
             }
             Recv::Closed => {
                 if let Some(phase) = episode.finish() {
                     emit(motion_end_without_frame(&cam.id, phase));
+                }
+                if let Some(stage) = &mut objects {
+                    stage.finish(previous.as_ref()).into_iter().for_each(emit);
                 }
                 return;
             }

@@ -1,0 +1,274 @@
+//! The object stage of a camera's analysis: detection gated by motion, tracking, zones, and the
+//! `tracking` events.
+//!
+//! - Gating (Frigate-style). The detector runs at most `detect_fps` times a second, and only
+//!   when there is motion or a track that may still be moving. When the motion regions and the
+//!   moving tracks cover a small part of the frame, it runs on a padded crop around them.
+//! - Events. `start` comes once a track is confirmed, `update` when its zones or stationary
+//!   state change or a clearly better snapshot is found (rate-capped), and `end` when it is
+//!   lost. Each carries the frame with the track's best score as its snapshot.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tracing::warn;
+
+use crate::config::CameraConfig;
+use crate::detect::{Detection, Detector};
+use crate::events::{EventType, NewEvent};
+use crate::geometry::inside;
+use crate::ingest::Frame;
+use crate::metrics::CameraMetrics;
+use crate::motion::Motion;
+use crate::track::{Change, Track, Tracker};
+
+/// Detections below this score are not even given to the tracker.
+const DETECT_FLOOR: f32 = 0.1;
+/// Crops smaller than this fraction of the frame are worth running instead of the whole frame.
+const CROP_MAX_AREA: f32 = 0.5;
+/// A snapshot is replaced when the score improves by this much.
+const BETTER_SNAPSHOT: f32 = 0.1;
+
+/// What has been published about one confirmed track.
+struct Published {
+    label: String,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    zones: Vec<String>,
+    best: Frame,
+    best_score: f32,
+    updates: VecDeque<f64>,
+}
+
+/// Detection, tracking and tracking events for one camera.
+pub struct ObjectStage {
+    cam: CameraConfig,
+    detector: Arc<Detector>,
+    /// Per class id: (min score, min area in pixels² as a fraction of the frame).
+    classes: HashMap<usize, (f32, f64)>,
+    tracker: Tracker,
+    interval: f64,
+    last_detect: Option<f64>,
+    published: HashMap<u64, Published>,
+    metrics: CameraMetrics,
+}
+
+impl ObjectStage {
+    /// The stage for `cam`; unknown labels are an error naming them.
+    pub fn new(cam: &CameraConfig, detector: Arc<Detector>, metrics: CameraMetrics) -> Result<Self, String> {
+        let mut classes = HashMap::new();
+        for label in &cam.detection.labels {
+            let id = detector
+                .class_of(label)
+                .ok_or_else(|| format!("camera {}: the detector has no label `{label}`", cam.id))?;
+            classes.insert(id, cam.detection.thresholds(label));
+        }
+        // Track ids stay unique across restarts: they start from the current time in ms.
+        let first_id = Utc::now().timestamp_millis().max(1) as u64;
+        Ok(Self {
+            tracker: Tracker::new(&cam.tracker, first_id),
+            interval: 1.0 / cam.detect_fps,
+            cam: cam.clone(),
+            detector,
+            classes,
+            last_detect: None,
+            published: HashMap::new(),
+            metrics,
+        })
+    }
+
+    /// Run on one frame at stream time `t`; returns the events it produced.
+    pub fn process(&mut self, frame: &Frame, motion: &Motion, t: f64) -> Vec<NewEvent> {
+        if self.last_detect.is_some_and(|last| t - last < self.interval) {
+            return Vec::new();
+        }
+        self.last_detect = Some(t);
+        if motion.is_empty() && !self.tracker.has_moving() {
+            // Nothing can have changed; only let stationary tracks age.
+            let classes = &self.classes;
+            let changes = self.tracker.update(&[], |c| threshold(classes, c), t);
+            return self.events(changes, frame, t);
+        }
+        let crop = self.crop(frame, motion, t);
+        let found = match self.detector.detect(&frame.buffer, &frame.info, crop, DETECT_FLOOR) {
+            Ok(found) => found,
+            Err(e) => {
+                warn!("detection failed: {e}");
+                return Vec::new();
+            }
+        };
+        self.metrics.detected.inc();
+        let frame_area = (frame.width() * frame.height()) as f64;
+        let dets: Vec<Detection> = found
+            .into_iter()
+            .filter(|d| {
+                self.classes.get(&d.class).is_some_and(|&(_, min_area)| {
+                    ((d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1])) as f64 >= min_area * frame_area
+                })
+            })
+            .collect();
+        let classes = &self.classes;
+        let changes = self.tracker.update(&dets, |c| threshold(classes, c), t);
+        let mut events = self.events(changes, frame, t);
+        events.extend(self.refresh(frame, t));
+        events
+    }
+
+    /// End every track (source gone or shutting down).
+    pub fn finish(&mut self, frame: Option<&Frame>) -> Vec<NewEvent> {
+        let changes = self.tracker.drain();
+        let mut events = Vec::new();
+        for change in changes {
+            if let Change::Ended(track) = change
+                && let Some(p) = self.published.remove(&track.id)
+            {
+                let ev = event("end", &track, &p, frame.unwrap_or(&p.best), Some(&p.best), None);
+                events.push(ev);
+            }
+        }
+        events
+    }
+
+    /// A padded crop around motion and moving tracks, or `None` for the whole frame.
+    fn crop(&self, frame: &Frame, motion: &Motion, t: f64) -> Option<[u32; 4]> {
+        let (fw, fh) = (frame.width() as f32, frame.height() as f32);
+        let boxes = motion
+            .regions
+            .iter()
+            .map(|r| r.map(|v| v as f32))
+            .chain(self.tracker.tracks().iter().filter(|tr| !tr.stationary).map(|tr| tr.predicted(t)));
+        let [x1, y1, x2, y2] = boxes.fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |u, b| {
+            [u[0].min(b[0]), u[1].min(b[1]), u[2].max(b[2]), u[3].max(b[3])]
+        });
+        if x1 >= x2 || y1 >= y2 {
+            return None;
+        }
+        // Pad by a third of the region (objects extend past their moving parts), and never crop
+        // below the model's input size, where upscaling would only blur.
+        let (w, h) = (((x2 - x1) * 1.66).max(416.0).min(fw), ((y2 - y1) * 1.66).max(416.0).min(fh));
+        let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+        let left = (cx - w / 2.0).clamp(0.0, fw - w);
+        let top = (cy - h / 2.0).clamp(0.0, fh - h);
+        if w * h > CROP_MAX_AREA * fw * fh {
+            return None;
+        }
+        Some([left as u32, top as u32, (left + w) as u32, (top + h) as u32])
+    }
+
+    fn label(&self, class: usize) -> String {
+        self.detector.labels.get(class).cloned().unwrap_or_else(|| class.to_string())
+    }
+
+    fn zones_of(&self, track: &Track, frame: &Frame) -> Vec<String> {
+        // The bottom centre: where the object stands.
+        let x = ((track.bbox[0] + track.bbox[2]) / 2.0) as f64 / frame.width() as f64;
+        let y = track.bbox[3] as f64 / frame.height() as f64;
+        self.cam.zones.iter().filter(|z| inside(&z.polygon, x, y)).map(|z| z.name.clone()).collect()
+    }
+
+    fn events(&mut self, changes: Vec<Change>, frame: &Frame, t: f64) -> Vec<NewEvent> {
+        let mut events = Vec::new();
+        for change in changes {
+            match change {
+                Change::Confirmed(id) => {
+                    let Some(track) = self.tracker.tracks().iter().find(|tr| tr.id == id) else { continue };
+                    let first_seen =
+                        frame.wall - chrono::Duration::milliseconds(((t - track.first_seen) * 1000.0) as i64);
+                    let Ok(best) = frame.detached() else { continue };
+                    let p = Published {
+                        label: self.label(track.class),
+                        first_seen,
+                        last_seen: frame.wall,
+                        zones: self.zones_of(track, frame),
+                        best,
+                        best_score: track.score,
+                        updates: VecDeque::new(),
+                    };
+                    events.push(event("start", track, &p, frame, Some(frame), None));
+                    self.published.insert(id, p);
+                }
+                Change::Stationary(id) | Change::Moving(id) => {
+                    if let (Some(track), Some(p)) =
+                        (self.tracker.tracks().iter().find(|tr| tr.id == id), self.published.get(&id))
+                    {
+                        events.push(event("update", track, p, frame, None, Some("stationary")));
+                    }
+                }
+                Change::Ended(track) => {
+                    if let Some(p) = self.published.remove(&track.id) {
+                        events.push(event("end", &track, &p, frame, Some(&p.best), None));
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Zones and snapshots of the tracks matched on this frame.
+    fn refresh(&mut self, frame: &Frame, t: f64) -> Vec<NewEvent> {
+        let mut events = Vec::new();
+        let cap = self.cam.tracker.max_updates_per_minute as usize;
+        for track in self.tracker.tracks().iter().filter(|tr| tr.confirmed && tr.last_seen == t) {
+            let zones = self.zones_of(track, frame);
+            let Some(p) = self.published.get_mut(&track.id) else { continue };
+            p.last_seen = frame.wall;
+            let better = track.score >= p.best_score + BETTER_SNAPSHOT;
+            if better && let Ok(best) = frame.detached() {
+                p.best = best;
+                p.best_score = track.score;
+            }
+            while p.updates.front().is_some_and(|&u| t - u > 60.0) {
+                p.updates.pop_front();
+            }
+            if zones != p.zones {
+                p.zones = zones;
+                p.updates.push_back(t);
+                events.push(event("update", track, p, frame, None, Some("zones")));
+            } else if better && p.updates.len() < cap {
+                p.updates.push_back(t);
+                events.push(event("update", track, p, frame, Some(frame), Some("snapshot")));
+            }
+        }
+        events
+    }
+}
+
+/// The score a detection of `class` needs to start a track; untracked classes never do.
+fn threshold(classes: &HashMap<usize, (f32, f64)>, class: usize) -> f32 {
+    classes.get(&class).map_or(f32::INFINITY, |c| c.0)
+}
+
+fn event(
+    phase: &str,
+    track: &Track,
+    p: &Published,
+    frame: &Frame,
+    snapshot: Option<&Frame>,
+    reason: Option<&str>,
+) -> NewEvent {
+    let mut data = json!({
+        "phase": phase,
+        "track_id": track.id,
+        "label": p.label,
+        "score": track.best_score,
+        "box": track.bbox.map(|v| v.round() as i64),
+        "first_seen": crate::events::format_ts(&p.first_seen),
+        "last_seen": crate::events::format_ts(&p.last_seen),
+        "zones": p.zones,
+        "stationary": track.stationary,
+        "hits": track.hits,
+    });
+    if let Some(reason) = reason {
+        data["reason"] = json!(reason);
+    }
+    NewEvent {
+        event_type: EventType::Tracking,
+        camera_id: frame.camera.to_string(),
+        timestamp: frame.wall,
+        frame_number: Some(frame.seq as i64),
+        data,
+        snapshot: snapshot.cloned(),
+    }
+}

@@ -1,0 +1,190 @@
+//! Detection: object detection with a YOLO-style model from the manifest, run through the shared
+//! inference service.
+//!
+//! Preprocessing (crop, letterbox, colour conversion) uses GStreamer's video converter straight
+//! from the decoder's I420/NV12 buffer, so only the pixels the model sees are ever converted.
+//! Decoding and NMS run on the caller's thread ([`yolox`]).
+
+pub mod yolox;
+
+use std::sync::Arc;
+
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use crate::config::{InferenceConfig, ModelsConfig};
+use crate::inference::manifest::Manifest;
+use crate::inference::{Batcher, InferenceError, Runtime};
+use crate::metrics::Metrics;
+
+/// One detected object, in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub class: usize,
+    pub score: f32,
+    /// `[x1, y1, x2, y2]`.
+    pub bbox: [f32; 4],
+}
+
+/// A loaded detector; shared by every camera.
+pub struct Detector {
+    batcher: Batcher,
+    /// Class names; the index is the class id.
+    pub labels: Vec<String>,
+    width: u32,
+    height: u32,
+    pad: u8,
+    nms_iou: f32,
+    grid: Vec<yolox::Anchor>,
+}
+
+impl Detector {
+    /// Load the detector named in `[models] detector` and start its batching service.
+    pub fn load(
+        models: &ModelsConfig,
+        runtime: &Runtime,
+        inference: &InferenceConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InferenceError> {
+        // Preprocessing uses GStreamer's converter, also for stills.
+        crate::ingest::init().map_err(|e| InferenceError::Run(e.to_string()))?;
+        let manifest = Manifest::load(models)?;
+        let entry = manifest.get(&models.detector)?;
+        let path = manifest.path(&entry.file);
+        let err = |reason: &str| InferenceError::Model { path: path.display().to_string(), reason: reason.into() };
+        let (Some(input), Some(output)) = (&entry.input, &entry.output) else {
+            return Err(err("manifest entry needs `input` and `output`"));
+        };
+        if output.kind != "yolox" {
+            return Err(err("only `yolox` outputs are supported"));
+        }
+        let label_file = manifest.path(entry.labels.as_deref().ok_or_else(|| err("manifest entry needs `labels`"))?);
+        let labels: Vec<String> = std::fs::read_to_string(&label_file)
+            .map_err(|e| err(&format!("labels {}: {e}", label_file.display())))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let session = runtime.session(&path)?;
+        let batcher = Batcher::spawn(&entry.name, session, inference, metrics);
+        Ok(Self {
+            batcher,
+            labels,
+            width: input.width,
+            height: input.height,
+            pad: input.pad,
+            nms_iou: entry.nms_iou.unwrap_or(0.45),
+            grid: yolox::grid(input.width, input.height, &output.strides),
+        })
+    }
+
+    /// The class id of a label name.
+    pub fn class_of(&self, label: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l == label)
+    }
+
+    /// Detect in `crop` (`[x1, y1, x2, y2]`, default the whole frame) of a decoded buffer.
+    /// Boxes come back in frame pixels; only scores of at least `min_score` are kept.
+    pub fn detect(
+        &self,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        crop: Option<[u32; 4]>,
+        min_score: f32,
+    ) -> Result<Vec<Detection>, InferenceError> {
+        let crop = crop.unwrap_or([0, 0, info.width(), info.height()]);
+        let (tensor, scale) = self.letterbox(buffer, info, crop)?;
+        let out = self.batcher.infer(&[3, self.height as usize, self.width as usize], tensor)?;
+        let rows = out.shape.first().copied().unwrap_or(0);
+        if rows != self.grid.len() {
+            return Err(InferenceError::Run(format!("detector gave {rows} rows, expected {}", self.grid.len())));
+        }
+        let offset = (crop[0] as f32, crop[1] as f32);
+        let limits = (info.width() as f32, info.height() as f32);
+        Ok(yolox::decode(&out.data, &self.grid, self.labels.len(), scale, offset, limits, min_score, self.nms_iou))
+    }
+
+    /// Detect in a packed RGB image (stills: `vigil anpr`, tests).
+    pub fn detect_rgb(
+        &self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        min_score: f32,
+    ) -> Result<Vec<Detection>, InferenceError> {
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, width, height)
+            .build()
+            .map_err(|e| InferenceError::Run(e.to_string()))?;
+        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| InferenceError::Run(e.to_string()))?;
+        {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &info)
+                .map_err(|e| InferenceError::Run(e.to_string()))?;
+            let stride = frame.plane_stride()[0] as usize;
+            let row = width as usize * 3;
+            let data = frame.plane_data_mut(0).map_err(|e| InferenceError::Run(e.to_string()))?;
+            for (dst, src) in data.chunks_mut(stride).zip(rgb.chunks(row)) {
+                dst[..row].copy_from_slice(src);
+            }
+        }
+        self.detect(&buffer, &info, None, min_score)
+    }
+
+    /// Crop, scale (keeping aspect) into the top-left of a padded model-sized canvas, and lay
+    /// out as planar BGR floats 0–255. Returns the tensor and the scale factor.
+    fn letterbox(
+        &self,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        crop: [u32; 4],
+    ) -> Result<(Vec<f32>, f32), InferenceError> {
+        let err = |what: &str| InferenceError::Run(format!("letterbox: {what}"));
+        let (cw, ch) = (crop[2].saturating_sub(crop[0]).max(1), crop[3].saturating_sub(crop[1]).max(1));
+        let (w, h) = (self.width, self.height);
+        let scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
+        let (dw, dh) = (
+            ((cw as f32 * scale).round() as i32).clamp(1, w as i32),
+            ((ch as f32 * scale).round() as i32).clamp(1, h as i32),
+        );
+        let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, w, h)
+            .fps(info.fps())
+            .build()
+            .map_err(|_| err("output format"))?;
+        let mut config = gst_video::VideoConverterConfig::new();
+        config.set_src_x(crop[0] as i32);
+        config.set_src_y(crop[1] as i32);
+        config.set_src_width(Some(cw as i32));
+        config.set_src_height(Some(ch as i32));
+        config.set_dest_x(0);
+        config.set_dest_y(0);
+        config.set_dest_width(Some(dw));
+        config.set_dest_height(Some(dh));
+        config.set_fill_border(true);
+        let p = self.pad as u32;
+        config.set_border_argb(0xff00_0000 | (p << 16) | (p << 8) | p);
+        // Two taps: plain bilinear sampling like the OpenCV resize the model was trained with, not
+        // GStreamer's widened anti-aliasing filter (which shifts scores and boxes).
+        config.set_resampler_method(gst_video::VideoResamplerMethod::Linear);
+        config.set_resampler_taps(2);
+        config.set_threads(1);
+        let converter = gst_video::VideoConverter::new(info, &out_info, Some(config)).map_err(|_| err("converter"))?;
+        let input = gst_video::VideoFrame::from_buffer_readable(buffer.clone(), info).map_err(|_| err("map input"))?;
+        let out = gst::Buffer::with_size(out_info.size()).map_err(|_| err("alloc"))?;
+        let mut output = gst_video::VideoFrame::from_buffer_writable(out, &out_info).map_err(|_| err("map output"))?;
+        converter.frame(&input, &mut output);
+        let stride = output.plane_stride()[0] as usize;
+        let data = output.plane_data(0).map_err(|_| err("read output"))?;
+        let plane = (w * h) as usize;
+        let mut tensor = vec![0f32; 3 * plane];
+        for y in 0..h as usize {
+            let row = &data[y * stride..y * stride + w as usize * 3];
+            for (x, px) in row.chunks_exact(3).enumerate() {
+                let i = y * w as usize + x;
+                tensor[i] = px[0] as f32;
+                tensor[plane + i] = px[1] as f32;
+                tensor[2 * plane + i] = px[2] as f32;
+            }
+        }
+        Ok((tensor, scale))
+    }
+}

@@ -1,0 +1,226 @@
+//! Inference: loads ONNX Runtime, opens sessions, and runs one batching service per model that
+//! every camera shares (the nvstreammux idea: N cameras, one session, one GPU).
+//!
+//! A [`Batcher`] owns its session on a dedicated thread. Callers send one item (a tensor without
+//! the batch dimension) and block for its result; the thread stacks whatever items are waiting,
+//! up to `max_batch` or until `batch_window_ms` after the first, and runs them as one call.
+//! Callers must not hold locks while waiting: a request takes one model call's time.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+pub mod manifest;
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
+use ort::session::Session;
+use ort::value::{Tensor, ValueType};
+use tracing::{info, warn};
+
+use crate::config::{InferenceConfig, Provider};
+use crate::metrics::Metrics;
+
+/// The library version vigil is built against (`ort` api-31).
+pub const ORT_VERSION: &str = "1.31.1";
+const ORT_INSTALLED: &str = "/usr/local/lib/libonnxruntime.so.1.31.1";
+
+/// An inference failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "cannot load ONNX Runtime {ORT_VERSION} from {path}: {reason} (run scripts/setup, or set ORT_DYLIB_PATH or [inference] library)"
+    )]
+    Library { path: String, reason: String },
+    #[error("model {path}: {reason}")]
+    Model { path: String, reason: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("the inference service has stopped")]
+    Stopped,
+}
+
+/// The loaded ONNX Runtime library and the session settings from `[inference]`.
+pub struct Runtime {
+    env: Environment,
+    cfg: InferenceConfig,
+}
+
+impl Runtime {
+    /// Load the library once per process (later calls reuse it; the first library path wins).
+    pub fn load(cfg: &InferenceConfig) -> Result<Arc<Self>, InferenceError> {
+        static ENV: OnceLock<Result<Environment, InferenceError>> = OnceLock::new();
+        let env = ENV.get_or_init(|| {
+            let path = library_path(cfg);
+            let err = |reason: String| InferenceError::Library { path: path.display().to_string(), reason };
+            let builder = ort::init_from(&path).map_err(|e| err(e.to_string()))?;
+            builder.with_name("vigil").build().map_err(|e| err(e.to_string()))
+        });
+        let env = env.as_ref().map_err(Clone::clone)?.clone();
+        Ok(Arc::new(Self { env, cfg: cfg.clone() }))
+    }
+
+    /// Open a model with the configured provider, threads and spinning.
+    pub fn session(&self, path: &Path) -> Result<Session, InferenceError> {
+        let err = |reason: String| InferenceError::Model { path: path.display().to_string(), reason };
+        if !path.is_file() {
+            return Err(err("file not found (run scripts/setup)".into()));
+        }
+        let mut builder = Session::builder(&self.env).map_err(|e| err(e.to_string()))?;
+        builder = builder.with_intra_op_spinning(self.cfg.spinning).map_err(|e| err(e.to_string()))?;
+        if self.cfg.intra_threads > 0 {
+            builder = builder.with_intra_threads(self.cfg.intra_threads).map_err(|e| err(e.to_string()))?;
+        }
+        let providers = self.providers();
+        if !providers.is_empty() {
+            builder = builder.with_execution_providers(providers).map_err(|e| err(e.to_string()))?;
+        }
+        builder.commit_from_file(path).map_err(|e| err(e.to_string()))
+    }
+
+    /// The requested execution providers that this library has; missing ones fall back to CPU.
+    fn providers(&self) -> Vec<ep::ExecutionProviderDispatch> {
+        let cuda = || ep::CUDA::default().with_device_id(self.cfg.device_id);
+        let wanted: Vec<(&str, bool, ep::ExecutionProviderDispatch)> = match self.cfg.provider {
+            Provider::Cpu => Vec::new(),
+            Provider::Cuda => vec![("CUDA", ep::CUDA::is_available().unwrap_or(false), cuda().build())],
+            Provider::Tensorrt => vec![
+                (
+                    "TensorRT",
+                    ep::TensorRT::is_available().unwrap_or(false),
+                    ep::TensorRT::default().with_device_id(self.cfg.device_id).build(),
+                ),
+                ("CUDA", ep::CUDA::is_available().unwrap_or(false), cuda().build()),
+            ],
+        };
+        let mut out = Vec::new();
+        for (name, available, dispatch) in wanted {
+            if available {
+                out.push(dispatch);
+            } else {
+                warn!("ONNX Runtime has no {name} execution provider; falling back to CPU");
+            }
+        }
+        out
+    }
+}
+
+fn library_path(cfg: &InferenceConfig) -> PathBuf {
+    cfg.library
+        .clone()
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(ORT_INSTALLED))
+}
+
+/// One item's result: the output tensor without its batch dimension.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+struct Request {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+    reply: mpsc::SyncSender<Result<Output, InferenceError>>,
+}
+
+/// A handle to a model's batching service; cheap to clone, one per camera.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::SyncSender<Request>,
+    /// Whether the model accepts a batch larger than one.
+    pub dynamic_batch: bool,
+}
+
+impl Batcher {
+    /// Start the service thread for `session`. It ends when every handle is dropped.
+    pub fn spawn(name: &str, session: Session, cfg: &InferenceConfig, metrics: Arc<Metrics>) -> Self {
+        let dynamic_batch = match session.inputs().first().map(|i| i.dtype()) {
+            Some(ValueType::Tensor { shape, .. }) => shape.first().is_some_and(|d| *d != 1),
+            _ => false,
+        };
+        let max_batch = if dynamic_batch { cfg.max_batch } else { 1 };
+        if !dynamic_batch && cfg.max_batch > 1 {
+            info!(model = name, "model has a fixed batch of 1; requests run one at a time");
+        }
+        let window = Duration::from_secs_f64(cfg.batch_window_ms / 1000.0);
+        let (tx, rx) = mpsc::sync_channel::<Request>(256);
+        let model = name.to_string();
+        std::thread::Builder::new()
+            .name(format!("infer-{name}"))
+            .spawn(move || serve(session, rx, max_batch, window, &model, &metrics))
+            .expect("spawn inference thread");
+        Self { tx, dynamic_batch }
+    }
+
+    /// Run one item (`shape` without the batch dimension) and wait for its output.
+    pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Output, InferenceError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx.send(Request { shape: shape.to_vec(), data, reply }).map_err(|_| InferenceError::Stopped)?;
+        rx.recv().map_err(|_| InferenceError::Stopped)?
+    }
+}
+
+fn serve(
+    mut session: Session,
+    rx: mpsc::Receiver<Request>,
+    max_batch: usize,
+    window: Duration,
+    model: &str,
+    metrics: &Metrics,
+) {
+    let input = session.inputs().first().map(|i| i.name().to_string()).unwrap_or_default();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + window;
+        while batch.len() < max_batch {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) => batch.push(r),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Items of different shapes (e.g. OCR line widths) cannot share a call.
+        while !batch.is_empty() {
+            let shape = batch[0].shape.clone();
+            let (same, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.shape == shape);
+            batch = rest;
+            let started = Instant::now();
+            let result = run(&mut session, &input, &shape, &same);
+            metrics.inference_observed(model, same.len(), started.elapsed());
+            match result {
+                Ok(outputs) => {
+                    for (req, out) in same.into_iter().zip(outputs) {
+                        let _ = req.reply.send(Ok(out));
+                    }
+                }
+                Err(e) => {
+                    for req in same {
+                        let _ = req.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run(session: &mut Session, input: &str, shape: &[usize], items: &[Request]) -> Result<Vec<Output>, InferenceError> {
+    let run_err = |e: ort::Error| InferenceError::Run(e.to_string());
+    let n = items.len();
+    let mut full_shape = vec![n];
+    full_shape.extend_from_slice(shape);
+    let mut data = Vec::with_capacity(items.iter().map(|r| r.data.len()).sum());
+    for r in items {
+        data.extend_from_slice(&r.data);
+    }
+    let tensor = Tensor::from_array((full_shape, data)).map_err(run_err)?;
+    let outputs = session.run(ort::inputs![input => tensor]).map_err(run_err)?;
+    let (out_shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(run_err)?;
+    let dims: Vec<usize> = out_shape.iter().map(|&d| d.max(0) as usize).collect();
+    if dims.first() != Some(&n) {
+        return Err(InferenceError::Run(format!("output batch {dims:?} for {n} inputs")));
+    }
+    let per = values.len() / n;
+    Ok(values.chunks(per).map(|c| Output { shape: dims[1..].to_vec(), data: c.to_vec() }).collect())
+}
