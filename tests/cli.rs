@@ -43,3 +43,49 @@ fn the_example_config_is_valid() {
     let (ok, stderr) = check(include_str!("../cameras.example.toml"));
     assert!(ok, "{stderr}");
 }
+
+/// `vigil run` on a config whose camera needs the detector; returns (success, stderr).
+fn run_briefly(extra: &str, dir: &std::path::Path) -> (bool, String) {
+    let config = dir.join("cams.toml");
+    let video = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/media/road.mp4");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n{extra}\n[[cameras]]\nid = \"a\"\nurl = \"file://{}\"\n",
+            dir.join("e.db").display(),
+            video.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil")).args(["run", "-c"]).arg(&config).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = run_briefly("[inference]\nlibrary = \"/nonexistent/libonnxruntime.so.1.31.1\"", dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("cannot load ONNX Runtime 1.31.1 from /nonexistent/libonnxruntime.so.1.31.1"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_truncated_model_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let broken = dir.path().join("models");
+    std::fs::create_dir(&broken).unwrap();
+    for f in ["manifest.toml", "coco80_labels.txt"] {
+        std::fs::copy(models.join(f), broken.join(f)).unwrap();
+    }
+    let onnx = std::fs::read(models.join("yolox_nano_coco80_416.batch.onnx")).unwrap();
+    std::fs::write(broken.join("yolox_nano_coco80_416.batch.onnx"), &onnx[..onnx.len() / 3]).unwrap();
+    let (ok, stderr) = run_briefly(&format!("[models]\ndir = \"{}\"", broken.display()), dir.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains("loading the object detector") && stderr.contains("yolox_nano_coco80_416.batch.onnx"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -26,14 +26,20 @@ fn tracks(events: &[Event]) -> BTreeMap<u64, Vec<&Event>> {
     by_track
 }
 
-async fn wait_for(store: &Store, what: &str, done: impl Fn(&[Event]) -> bool, limit: Duration) -> Vec<Event> {
+async fn wait_for(
+    store: &Store,
+    vigil: &Vigil,
+    what: &str,
+    done: impl Fn(&[Event]) -> bool,
+    limit: Duration,
+) -> Vec<Event> {
     let deadline = Instant::now() + limit;
     loop {
         let events = store.after(0, 10_000).await.unwrap();
         if done(&events) {
             return events;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {events:#?}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {events:#?}\n{}", vigil.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -50,7 +56,8 @@ async fn two_cars_on_the_road_keep_one_track_each() {
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let config = format!(
         "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
-         [[cameras]]\nid = \"dash\"\nurl = \"{}\"\ndetect_fps = 25\n",
+         [[cameras]]\nid = \"dash\"\nurl = \"{}\"\ndetect_fps = 25\n\
+         [[cameras.zones]]\nname = \"right-lane\"\npolygon = [[0.75, 0.0], [1.0, 0.0], [1.0, 1.0], [0.75, 1.0]]\n",
         redis.url(),
         dir.path().join("snaps").display(),
         models_dir(),
@@ -67,7 +74,7 @@ async fn two_cars_on_the_road_keep_one_track_each() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let ended_twice = |evs: &[Event]| evs.iter().filter(|e| e.event_data["phase"] == "end").count() >= 2;
-    let events = wait_for(&store, "two track ends", ended_twice, Duration::from_secs(40)).await;
+    let events = wait_for(&store, &vigil, "two track ends", ended_twice, Duration::from_secs(40)).await;
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0));
 
@@ -86,6 +93,10 @@ async fn two_cars_on_the_road_keep_one_track_each() {
             assert!(!end.event_data[key].is_null(), "{key} missing: {:?}", end.event_data);
         }
     }
+    // The right-hand car stands in the zone (bottom centre x ≈ 0.87 of the frame), the other not.
+    let zones: Vec<&serde_json::Value> = by_track.values().map(|evs| &evs[0].event_data["zones"]).collect();
+    assert_eq!(zones.iter().filter(|z| **z == &serde_json::json!(["right-lane"])).count(), 1, "{zones:?}");
+    assert_eq!(zones.iter().filter(|z| **z == &serde_json::json!([])).count(), 1, "{zones:?}");
     // The same events went out on Redis.
     let mut messages = pubsub.on_message();
     let mut seen = HashSet::new();

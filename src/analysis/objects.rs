@@ -28,6 +28,8 @@ use crate::track::{Change, Track, Tracker};
 const DETECT_FLOOR: f32 = 0.1;
 /// Crops smaller than this fraction of the frame are worth running instead of the whole frame.
 const CROP_MAX_AREA: f32 = 0.5;
+/// Seconds early a frame may be and still take a scheduled detection.
+const SCHEDULE_SLACK: f64 = 0.005;
 /// A snapshot is replaced when the score improves by this much.
 const BETTER_SNAPSHOT: f32 = 0.1;
 
@@ -50,7 +52,7 @@ pub struct ObjectStage {
     classes: HashMap<usize, (f32, f64)>,
     tracker: Tracker,
     interval: f64,
-    last_detect: Option<f64>,
+    next_detect: Option<f64>,
     published: HashMap<u64, Published>,
     metrics: CameraMetrics,
 }
@@ -73,7 +75,7 @@ impl ObjectStage {
             cam: cam.clone(),
             detector,
             classes,
-            last_detect: None,
+            next_detect: None,
             published: HashMap::new(),
             metrics,
         })
@@ -81,10 +83,15 @@ impl ObjectStage {
 
     /// Run on one frame at stream time `t`; returns the events it produced.
     pub fn process(&mut self, frame: &Frame, motion: &Motion, t: f64) -> Vec<NewEvent> {
-        if self.last_detect.is_some_and(|last| t - last < self.interval) {
+        // A schedule, not "time since last": the long-run rate stays at detect_fps, and timestamp
+        // jitter (RTP) cannot skip a frame that is due.
+        if self.next_detect.is_some_and(|due| t + SCHEDULE_SLACK < due) {
             return Vec::new();
         }
-        self.last_detect = Some(t);
+        self.next_detect = Some(match self.next_detect {
+            Some(due) if t - due < self.interval => due + self.interval,
+            _ => t + self.interval,
+        });
         if motion.is_empty() && !self.tracker.has_moving() {
             // Nothing can have changed; only let stationary tracks age.
             let classes = &self.classes;

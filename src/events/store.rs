@@ -58,9 +58,17 @@ impl Store {
         if sqlite {
             // WAL lets the API read while the recorder writes; the setting persists in the file.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        } else {
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        }
+        // Another process may be migrating the same database right now (sqlx locks PostgreSQL
+        // migrations but not SQLite ones); once it has committed, a retry finds nothing to do.
+        let migrator = if sqlite { sqlx::migrate!("migrations/sqlite") } else { sqlx::migrate!("migrations/postgres") };
+        let mut attempt = 0;
+        while let Err(e) = migrator.run(&pool).await {
+            attempt += 1;
+            if attempt == 3 {
+                return Err(e.into());
+            }
+            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
         Ok(Self { pool })
     }
