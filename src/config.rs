@@ -135,11 +135,14 @@ pub struct ServerConfig {
     /// Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Bearer token required by every `/api/*` route. Default: none (open).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self { listen: default_listen(), token: None }
     }
 }
 

@@ -5,6 +5,7 @@
 //! point) → [`analysis`] ([`motion`], …) → [`events`] (snapshot, DB row, Redis).
 
 pub mod analysis;
+pub mod api;
 pub mod channel;
 pub mod config;
 pub mod detect;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod motion;
 pub mod redact;
 pub mod sample;
+pub mod status;
 pub mod supervisor;
 pub mod track;

@@ -51,7 +51,7 @@ fn run_briefly(extra: &str, dir: &std::path::Path) -> (bool, String) {
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"sqlite://{}\"\n{extra}\n[[cameras]]\nid = \"a\"\nurl = \"file://{}\"\n",
+            "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[cameras]]\nid = \"a\"\nurl = \"file://{}\"\n",
             dir.join("e.db").display(),
             video.display()
         ),

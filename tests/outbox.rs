@@ -25,7 +25,7 @@ async fn events_saved_while_redis_is_down_arrive_once_in_order() {
     let server = SampleServer::start(&media("car-detection.mp4"), "cam", 0).unwrap();
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let config = format!(
-        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\nstream = \"stream:events\"\n\
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\nstream = \"stream:events\"\n\
          [storage]\nsnapshots_dir = \"{}\"\n[[cameras]]\nid = \"cam-a\"\nurl = \"{}\"\n",
         redis.url(),
         dir.path().join("snaps").display(),

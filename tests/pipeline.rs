@@ -29,6 +29,8 @@ async fn end_to_end(db_url: &str, dir: &Path) {
         r#"
 [database]
 url = "{db_url}"
+[server]
+listen = "127.0.0.1:0"
 [redis]
 url = "{redis_url}"
 extra_channels = ["events:{{camera_id}}", "events:{{camera_id}}:{{event_type}}"]
@@ -123,7 +125,7 @@ async fn a_file_camera_gives_one_motion_episode_per_car() {
     let redis = Redis::start();
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let config = format!(
-        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
          [[cameras]]\nid = \"lane\"\nurl = \"file://{}\"\n[cameras.motion]\nquiet_secs = 1.0\n",
         redis.url(),
         dir.path().join("snaps").display(),

@@ -55,7 +55,7 @@ async fn two_cars_on_the_road_keep_one_track_each() {
     let server = SampleServer::once(&media("road.mp4"), "road", 0).unwrap();
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let config = format!(
-        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
          [[cameras]]\nid = \"dash\"\nurl = \"{}\"\ndetect_fps = 25\n\
          [[cameras.zones]]\nname = \"right-lane\"\npolygon = [[0.75, 0.0], [1.0, 0.0], [1.0, 1.0], [0.75, 1.0]]\n",
         redis.url(),
@@ -119,7 +119,7 @@ async fn each_person_who_walks_in_gets_one_track() {
     let redis = Redis::start();
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let config = format!(
-        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
          [[cameras]]\nid = \"hall\"\nurl = \"file://{}\"\n",
         redis.url(),
         dir.path().join("snaps").display(),
@@ -166,7 +166,7 @@ async fn two_cameras_are_batched_into_one_session() {
     let server = SampleServer::start(&media("road.mp4"), "road", 0).unwrap();
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let toml = format!(
-        "[database]\nurl = \"{db}\"\n[redis]\nurl = \"redis://127.0.0.1:{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"redis://127.0.0.1:{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
          [models]\ndir = \"{}\"\n[inference]\nbatch_window_ms = 10\n\
          [[cameras]]\nid = \"a\"\nurl = \"{url}\"\ndetect_fps = 25\n[[cameras]]\nid = \"b\"\nurl = \"{url}\"\ndetect_fps = 25\n",
         common::free_port(),

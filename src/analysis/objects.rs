@@ -22,6 +22,7 @@ use crate::geometry::inside;
 use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::Motion;
+use crate::status::CameraStatus;
 use crate::track::{Change, Track, Tracker};
 
 /// Detections below this score are not even given to the tracker.
@@ -55,11 +56,17 @@ pub struct ObjectStage {
     next_detect: Option<f64>,
     published: HashMap<u64, Published>,
     metrics: CameraMetrics,
+    status: Arc<CameraStatus>,
 }
 
 impl ObjectStage {
     /// The stage for `cam`; unknown labels are an error naming them.
-    pub fn new(cam: &CameraConfig, detector: Arc<Detector>, metrics: CameraMetrics) -> Result<Self, String> {
+    pub fn new(
+        cam: &CameraConfig,
+        detector: Arc<Detector>,
+        metrics: CameraMetrics,
+        status: Arc<CameraStatus>,
+    ) -> Result<Self, String> {
         let mut classes = HashMap::new();
         for label in &cam.detection.labels {
             let id = detector
@@ -78,6 +85,7 @@ impl ObjectStage {
             next_detect: None,
             published: HashMap::new(),
             metrics,
+            status,
         })
     }
 
@@ -99,7 +107,10 @@ impl ObjectStage {
             return self.events(changes, frame, t);
         }
         let crop = self.crop(frame, motion, t);
-        let found = match self.detector.detect(&frame.buffer, &frame.info, crop, DETECT_FLOOR) {
+        let started = std::time::Instant::now();
+        let detected = self.detector.detect(&frame.buffer, &frame.info, crop, DETECT_FLOOR);
+        self.status.inference(started.elapsed());
+        let found = match detected {
             Ok(found) => found,
             Err(e) => {
                 warn!("detection failed: {e}");

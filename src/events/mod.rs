@@ -22,7 +22,7 @@ use crate::ingest::Frame;
 
 pub use publish::Publisher;
 pub use recorder::Recorder;
-pub use store::{Store, StoreError};
+pub use store::{EventQuery, PlateMatch, Store, StoreError};
 
 /// The kinds of event, as they appear in `event_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -39,6 +39,8 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     conn: ConnectionManager,
     lagged: Arc<AtomicBool>,
+    /// Whether the last publish reached Redis.
+    up: Arc<AtomicBool>,
     /// Highest id known to be published; live events at or below it were sent from the backlog.
     last_id: i64,
 }
@@ -50,6 +52,7 @@ impl Publisher {
         store: Store,
         metrics: Arc<Metrics>,
         lagged: Arc<AtomicBool>,
+        up: Arc<AtomicBool>,
     ) -> Result<Self, PublishError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let conn_cfg = ConnectionManagerConfig::new()
@@ -58,7 +61,7 @@ impl Publisher {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)?;
-        Ok(Self { cfg, store, metrics, conn, lagged, last_id: 0 })
+        Ok(Self { cfg, store, metrics, conn, lagged, up, last_id: 0 })
     }
 
     /// Publish until the recorder is done (its sender dropped), then flush the outbox once more.
@@ -172,7 +175,11 @@ impl Publisher {
                     .ignore();
             }
         }
-        pipe.query_async::<()>(&mut self.conn).await?;
+        if let Err(e) = pipe.query_async::<()>(&mut self.conn).await {
+            self.up.store(false, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        self.up.store(true, Ordering::Relaxed);
         let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
         self.store.mark_published(&ids).await?;
         for ev in batch {

@@ -26,6 +26,8 @@ pub struct Recorder {
     pub to_publisher: mpsc::Sender<Event>,
     /// Set when a saved event could not be handed to the publisher.
     pub lagged: Arc<AtomicBool>,
+    /// Every saved event, for live API subscribers.
+    pub live: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Recorder {
@@ -52,6 +54,7 @@ impl Recorder {
             };
             let saved = self.save(&ev, jpeg.as_deref()).await;
             self.metrics.event_saved(saved.event_type.as_str());
+            let _ = self.live.send(saved.clone());
             if self.to_publisher.try_send(saved).is_err() {
                 self.lagged.store(true, Ordering::Release);
             }

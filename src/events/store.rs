@@ -86,8 +86,8 @@ impl Store {
         let data = ev.data.to_string();
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(ev.event_type.as_str())
         .bind(&ev.camera_id)
@@ -95,6 +95,8 @@ impl Store {
         .bind(ev.frame_number)
         .bind(&data)
         .bind(format_ts(&created_at))
+        .bind(ev.data["label"].as_str())
+        .bind(ev.data["plate"].as_str())
         .fetch_one(&mut *tx)
         .await?;
         let mut snapshot_path = None;
@@ -159,6 +161,56 @@ impl Store {
         row.as_ref().map(row_to_event).transpose()
     }
 
+    /// Events matching `q`, in its order, one page of at most `q.limit`.
+    pub async fn list(&self, q: &EventQuery) -> Result<Vec<Event>, StoreError> {
+        let mut sql = String::from(select_events!("WHERE TRUE"));
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut clause = |sql_part: &str, bind: Bind| {
+            binds.push(bind);
+            sql.push_str(&format!(" AND {sql_part} ${}", binds.len()));
+        };
+        if let Some(c) = &q.camera {
+            clause("camera_id =", Bind::Text(c.clone()));
+        }
+        if let Some(t) = q.event_type {
+            clause("event_type =", Bind::Text(t.as_str().into()));
+        }
+        if let Some(l) = &q.label {
+            clause("label =", Bind::Text(l.clone()));
+        }
+        match &q.plate {
+            Some(PlateMatch::Exact(p)) => clause("plate =", Bind::Text(p.clone())),
+            // Plates are A–Z0–9 only (checked by the caller), so no LIKE wildcard can sneak in.
+            Some(PlateMatch::Prefix(p)) => clause("plate LIKE", Bind::Text(format!("{p}%"))),
+            None => {}
+        }
+        if let Some(s) = &q.since {
+            clause("timestamp >=", Bind::Text(format_ts(s)));
+        }
+        if let Some(u) = &q.until {
+            clause("timestamp <", Bind::Text(format_ts(u)));
+        }
+        if let Some(a) = q.after_id {
+            clause(if q.newest_first { "id <" } else { "id >" }, Bind::Int(a));
+        }
+        binds.push(Bind::Int(q.limit));
+        sql.push_str(&format!(" ORDER BY id {} LIMIT ${}", if q.newest_first { "DESC" } else { "ASC" }, binds.len()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = match b {
+                Bind::Text(s) => query.bind(s),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(row_to_event).collect()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
     /// Events with id greater than `after_id`, oldest first.
     pub async fn after(&self, after_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(select_events!("WHERE id > $1 ORDER BY id LIMIT $2"))
@@ -181,6 +233,66 @@ impl Store {
     /// Close the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// How to match a plate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlateMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// A filtered, keyset-paginated listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub camera: Option<String>,
+    pub event_type: Option<EventType>,
+    pub label: Option<String>,
+    pub plate: Option<PlateMatch>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// The last id of the previous page (in listing order).
+    pub after_id: Option<i64>,
+    pub limit: i64,
+    pub newest_first: bool,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        Self {
+            camera: None,
+            event_type: None,
+            label: None,
+            plate: None,
+            since: None,
+            until: None,
+            after_id: None,
+            limit: 100,
+            newest_first: true,
+        }
+    }
+}
+
+impl EventQuery {
+    /// Whether a (live) event passes the filters; paging fields are not considered.
+    pub fn matches(&self, ev: &Event) -> bool {
+        let data_str = |k: &str| ev.event_data[k].as_str();
+        self.camera.as_ref().is_none_or(|c| *c == ev.camera_id)
+            && self.event_type.is_none_or(|t| t == ev.event_type)
+            && self.label.as_deref().is_none_or(|l| data_str("label") == Some(l))
+            && match &self.plate {
+                Some(PlateMatch::Exact(p)) => data_str("plate") == Some(p.as_str()),
+                Some(PlateMatch::Prefix(p)) => data_str("plate").is_some_and(|v| v.starts_with(p.as_str())),
+                None => true,
+            }
+            && self.since.is_none_or(|s| ev.timestamp >= s)
+            && self.until.is_none_or(|u| ev.timestamp < u)
     }
 }
 

@@ -1,0 +1,96 @@
+// vigil's page: cameras every 2 s, events live over SSE (replaying from the last id seen).
+const params = new URLSearchParams(location.search);
+const token = params.get("access_token");
+const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
+const $ = (sel) => document.querySelector(sel);
+const filters = $("#filters");
+let source = null;
+let lastId = 0;
+
+function text(tag, value, cls) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (cls) el.className = cls;
+  return el;
+}
+
+function summary(ev) {
+  const d = ev.event_data || {};
+  switch (ev.event_type) {
+    case "motion": return `motion ${d.phase} · ${(100 * (d.area || 0)).toFixed(1)} % of frame`;
+    case "tracking": return `${d.label} #${d.track_id} ${d.phase}${d.zones && d.zones.length ? " in " + d.zones.join(", ") : ""}`;
+    case "anpr": return `plate ${d.phase || ""}`;
+    case "camera": return `camera ${d.state}${d.reason ? " (" + d.reason + ")" : ""}`;
+    default: return ev.event_type;
+  }
+}
+
+function addEvent(ev) {
+  if (ev.id <= lastId) return;
+  lastId = ev.id;
+  const li = document.createElement("li");
+  li.className = "event " + ev.event_type;
+  li.dataset.id = ev.id;
+  if (ev.snapshot_path) {
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = "snapshot " + ev.id;
+    img.src = withToken(`/api/events/${ev.id}/snapshot`);
+    li.append(img);
+  }
+  const body = document.createElement("div");
+  body.append(text("div", summary(ev)));
+  if (ev.event_type === "anpr" && ev.event_data.plate) body.append(text("span", ev.event_data.plate, "plate"));
+  body.append(text("div", `#${ev.id} · ${ev.camera_id} · ${ev.timestamp}`, "meta"));
+  li.append(body);
+  const list = $("#events");
+  list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+}
+
+function query() {
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData(filters)) if (v) q.set(k, v);
+  return q;
+}
+
+async function reload() {
+  if (source) source.close();
+  $("#events").replaceChildren();
+  lastId = 0;
+  const q = query();
+  q.set("limit", "50");
+  const res = await fetch(withToken("/api/events?" + q));
+  const page = await res.json();
+  (page.events || []).reverse().forEach(addEvent);
+  const live = query();
+  live.set("after_id", String(lastId));
+  source = new EventSource(withToken("/api/events/stream?" + live));
+  source.onopen = () => { $("#live").textContent = "live"; $("#live").className = "pill ok"; };
+  source.onerror = () => { $("#live").textContent = "reconnecting…"; $("#live").className = "pill"; };
+  source.onmessage = (m) => addEvent(JSON.parse(m.data));
+}
+
+async function cameras() {
+  try {
+    const list = await (await fetch(withToken("/api/cameras"))).json();
+    const rows = list.map((c) => {
+      const tr = document.createElement("tr");
+      const ms = (v) => (v == null ? "–" : v.toFixed(1));
+      [c.id, c.state, c.decode_fps.toFixed(1), c.analysed_fps.toFixed(1), c.detect_fps.toFixed(1), c.frames_dropped, c.queue_depth,
+        `${ms(c.inference_ms.p50)} / ${ms(c.inference_ms.p95)} ms`, c.last_error || ""].forEach((v, i) =>
+        tr.append(text("td", String(v), i === 1 ? "state-" + c.state : "")));
+      return tr;
+    });
+    $("#cameras tbody").replaceChildren(...rows);
+    const select = filters.elements.camera;
+    for (const c of list) {
+      if (![...select.options].some((o) => o.value === c.id)) select.append(new Option(c.id, c.id));
+    }
+  } catch (e) { /* the next poll retries */ }
+}
+
+filters.addEventListener("change", reload);
+cameras();
+setInterval(cameras, 2000);
+reload();

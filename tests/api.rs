@@ -1,0 +1,320 @@
+//! The HTTP API against a real SQLite database filled by the real recorder, over real HTTP.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use vigil::api::{self, ApiState};
+use vigil::events::{Event, EventType, NewEvent, Recorder, Store};
+use vigil::metrics::Metrics;
+use vigil::status::Registry;
+
+struct Api {
+    base: String,
+    store: Store,
+    events: mpsc::Sender<NewEvent>,
+    _dir: tempfile::TempDir,
+    _publisher_rx: mpsc::Receiver<Event>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(token: Option<&str>) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (live, _) = broadcast::channel(64);
+    let (to_publisher, publisher_rx) = mpsc::channel(1024);
+    let (events, rx) = mpsc::channel(64);
+    let recorder = Recorder {
+        store: store.clone(),
+        snapshots_dir: dir.path().join("snaps"),
+        metrics: metrics.clone(),
+        to_publisher,
+        lagged: Arc::new(AtomicBool::new(false)),
+        live: live.clone(),
+    };
+    tokio::spawn(recorder.run(rx));
+    let registry = Arc::new(Registry::default());
+    registry.add("gate-1", metrics.camera("gate-1"));
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        metrics,
+        cameras: registry,
+        live: live.clone(),
+        redis_up: Arc::new(AtomicBool::new(false)),
+        snapshots_dir: dir.path().join("snaps"),
+        token: token.map(String::from),
+        shutdown: shutdown.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    Api { base, store, events, _dir: dir, _publisher_rx: publisher_rx, shutdown }
+}
+
+/// Saves through the recorder and waits until the row exists.
+async fn record(api: &Api, ev: NewEvent) -> i64 {
+    let before = api.store.after(0, 100_000).await.unwrap().len();
+    api.events.send(ev).await.unwrap();
+    for _ in 0..200 {
+        let all = api.store.after(0, 100_000).await.unwrap();
+        if all.len() > before {
+            return all.last().unwrap().id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("event not saved");
+}
+
+fn event(camera: &str, kind: EventType, data: Value) -> NewEvent {
+    NewEvent {
+        event_type: kind,
+        camera_id: camera.into(),
+        timestamp: chrono::Utc::now(),
+        frame_number: Some(1),
+        data,
+        snapshot: None,
+    }
+}
+
+/// 24 events over two cameras and three types, with labels and plates.
+async fn fill(api: &Api) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let camera = if i % 2 == 0 { "gate-1" } else { "gate-2" };
+        let ev = match i % 3 {
+            0 => event(camera, EventType::Motion, json!({"phase": "start"})),
+            1 => event(
+                camera,
+                EventType::Tracking,
+                json!({"phase": "start", "label": if i % 4 == 1 { "car" } else { "person" }}),
+            ),
+            _ => event(camera, EventType::Anpr, json!({"plate": format!("AB{i:03}C"), "label": "car"})),
+        };
+        ids.push(record(api, ev).await);
+    }
+    ids
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let res = reqwest::get(url).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn ids_of(url: &str) -> Vec<i64> {
+    let (status, body) = get(url).await;
+    assert_eq!(status, 200, "{url}: {body}");
+    body["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_filters_and_bad_input() {
+    let api = start(None).await;
+    let ids = fill(&api).await;
+
+    for (order, expected) in [("newest", ids.iter().rev().copied().collect::<Vec<_>>()), ("oldest", ids.clone())] {
+        let mut seen: Vec<i64> = Vec::new();
+        let mut after = None;
+        loop {
+            let mut url = format!("{}/api/events?limit=7&order={order}", api.base);
+            if let Some(a) = after {
+                url.push_str(&format!("&after_id={a}"));
+            }
+            let (status, body) = get(&url).await;
+            assert_eq!(status, 200);
+            let page: Vec<i64> = body["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+            assert!(page.len() <= 7);
+            seen.extend(&page);
+            match body["next_after_id"].as_i64() {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "{order}: every row once, in order, across pages");
+    }
+
+    let row = |i: usize| ids[i];
+    assert_eq!(ids_of(&format!("{}/api/events?camera=gate-2&order=oldest", api.base)).await.len(), 12);
+    assert_eq!(ids_of(&format!("{}/api/events?type=anpr&order=oldest", api.base)).await.len(), 8);
+    let cars = ids_of(&format!("{}/api/events?label=car&type=tracking", api.base)).await;
+    assert_eq!(cars, vec![row(13), row(1)]);
+    assert_eq!(ids_of(&format!("{}/api/events?plate=ab005c", api.base)).await, vec![row(5)]);
+    assert_eq!(
+        ids_of(&format!("{}/api/events?plate=AB01*&order=oldest", api.base)).await,
+        vec![row(11), row(14), row(17)]
+    );
+    let one: Event = reqwest::get(format!("{}/api/events/{}", api.base, row(3))).await.unwrap().json().await.unwrap();
+    assert_eq!(one, api.store.get(row(3)).await.unwrap().unwrap(), "rows are the event contract");
+    let until = vigil::events::format_ts(&one.timestamp);
+    assert_eq!(ids_of(&format!("{}/api/events?until={until}&order=oldest", api.base)).await, ids[..3].to_vec());
+
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "type=bogus",
+        "since=yesterday",
+        "after_id=-1",
+        "after_id=abc",
+        "order=sideways",
+        "plate=A%25B",
+        "camera=a/b",
+        "colour=red",
+    ] {
+        let (status, body) = get(&format!("{}/api/events?{bad}", api.base)).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {body}");
+    }
+    assert_eq!(get(&format!("{}/api/events/abc", api.base)).await.0, 400);
+    assert_eq!(get(&format!("{}/api/events/99999", api.base)).await.0, 404);
+    assert_eq!(get(&format!("{}/api/nothing", api.base)).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_served_and_cannot_escape() {
+    let api = start(None).await;
+    // A real frame-less event has no snapshot; give one a JPEG through the store.
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let dir = api._dir.path().join("snaps");
+    let (with_snapshot, _) =
+        api.store.save(&event("gate-1", EventType::Motion, json!({})), Some(&jpeg), &dir).await.unwrap();
+    let without = record(&api, event("gate-1", EventType::Camera, json!({"state": "connected"}))).await;
+
+    let res = reqwest::get(format!("{}/api/events/{}/snapshot", api.base, with_snapshot.id)).await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), jpeg.as_slice());
+    assert_eq!(get(&format!("{}/api/events/{without}/snapshot", api.base)).await.0, 404);
+
+    // A row pointing outside the snapshot directory (a tampered or foreign database).
+    std::fs::write(api._dir.path().join("secret.txt"), "secret").unwrap();
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", api._dir.path().join("e.db").display())).await.unwrap();
+    for evil in ["../secret.txt", "/etc/passwd", "gate-1/../../secret.txt"] {
+        sqlx::query("UPDATE events SET snapshot_path = ? WHERE id = ?")
+            .bind(evil)
+            .bind(without)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (status, body) = get(&format!("{}/api/events/{without}/snapshot", api.base)).await;
+        assert_eq!(status, 404, "{evil}: {body}");
+    }
+    for path in ["..%2F..%2Fsecret.txt", "%2E%2E", "1%2F..%2F..%2Fsecret.txt"] {
+        let status = get(&format!("{}/api/events/{path}/snapshot", api.base)).await.0;
+        assert!(status == 400 || status == 404, "{path}: {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_api_route() {
+    let api = start(Some("s3cret-token")).await;
+    let id = record(&api, event("gate-1", EventType::Motion, json!({}))).await;
+    let client = reqwest::Client::new();
+    for route in [
+        "/api/events",
+        &format!("/api/events/{id}"),
+        &format!("/api/events/{id}/snapshot"),
+        "/api/cameras",
+        "/api/events/stream",
+    ] {
+        let res = client.get(format!("{}{route}", api.base)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{route}");
+        let res = client.get(format!("{}{route}", api.base)).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{route}");
+    }
+    let ok = client.get(format!("{}/api/events", api.base)).bearer_auth("s3cret-token").send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let ok = client.get(format!("{}/api/cameras?access_token=s3cret-token", api.base)).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(client.get(format!("{}/healthz", api.base)).send().await.unwrap().status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_cameras() {
+    let api = start(None).await;
+    record(&api, event("gate-1", EventType::Motion, json!({}))).await;
+    let text = reqwest::get(format!("{}/metrics", api.base)).await.unwrap().text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let names: HashSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    assert!(scrape.samples.iter().all(|s| s.metric.starts_with("vigil_")));
+    for want in
+        ["vigil_events_saved_total", "vigil_frames_decoded_total", "vigil_frames_dropped_total", "vigil_outbox_backlog"]
+    {
+        assert!(names.contains(want), "{want} missing: {names:?}");
+    }
+    let (status, ready) = get(&format!("{}/readyz", api.base)).await;
+    assert_eq!((status, &ready), (200, &json!({"database": "up", "redis": "down"})));
+    let (status, cams) = get(&format!("{}/api/cameras", api.base)).await;
+    assert_eq!(status, 200);
+    assert_eq!(cams[0]["id"], "gate-1");
+    assert_eq!(cams[0]["state"], "connecting");
+    for key in
+        ["decode_fps", "analysed_fps", "detect_fps", "frames_dropped", "queue_depth", "inference_ms", "last_error"]
+    {
+        assert!(cams[0].get(key).is_some(), "{key}");
+    }
+}
+
+/// Reads `(id, event)` pairs from an SSE body.
+async fn next_sse<B: AsRef<[u8]>>(
+    stream: &mut (impl futures::Stream<Item = reqwest::Result<B>> + Unpin),
+    buf: &mut String,
+) -> (i64, Event) {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let id = block.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse().unwrap());
+            let data = block.lines().find_map(|l| l.strip_prefix("data:")).map(|v| v.trim().to_string());
+            if let (Some(id), Some(data)) = (id, data) {
+                return (id, serde_json::from_str(&data).unwrap());
+            }
+            continue;
+        }
+        let chunk =
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("SSE event").unwrap().unwrap();
+        buf.push_str(std::str::from_utf8(chunk.as_ref()).unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_replays_from_last_event_id_then_goes_live() {
+    let api = start(None).await;
+    let ids = fill(&api).await;
+    let n = ids[9];
+    let res = reqwest::Client::new()
+        .get(format!("{}/api/events/stream?camera=gate-1", api.base))
+        .header("Last-Event-ID", n.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut stream = res.bytes_stream();
+    let mut buf = String::new();
+    let expected: Vec<i64> =
+        ids.iter().enumerate().filter(|(i, id)| **id > n && i % 2 == 0).map(|(_, id)| *id).collect();
+    for want in &expected {
+        let (id, ev) = next_sse(&mut stream, &mut buf).await;
+        assert_eq!((id, ev.id, ev.camera_id.as_str()), (*want, *want, "gate-1"));
+    }
+    // Live: saved after connecting (other cameras are filtered out).
+    record(&api, event("gate-2", EventType::Motion, json!({}))).await;
+    let live = record(&api, event("gate-1", EventType::Motion, json!({"phase": "start"}))).await;
+    let (id, ev) = next_sse(&mut stream, &mut buf).await;
+    assert_eq!((id, ev.event_data["phase"].as_str()), (live, Some("start")));
+}
