@@ -27,6 +27,8 @@ pub struct Metrics {
     pub inference_batch: HistogramVec,
     /// Seconds per model call, by model.
     pub inference_seconds: HistogramVec,
+    /// Seconds from a frame's wall time to its event being published.
+    pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
 }
 
@@ -87,6 +89,13 @@ impl Metrics {
                 "Seconds per model call",
                 prometheus::exponential_buckets(0.001, 2.0, 12).expect("valid buckets"),
             ),
+            frame_to_publish: {
+                let opts = HistogramOpts::new("vigil_frame_to_publish_seconds", "Frame wall time to Redis publish")
+                    .buckets(prometheus::exponential_buckets(0.005, 2.0, 13).expect("valid buckets"));
+                let h = prometheus::Histogram::with_opts(opts).expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             frames_detected: counter_vec(&r, "vigil_frames_detected_total", "Frames through the detector", &["camera"]),
             frames_decoded: counter_vec(&r, "vigil_frames_decoded_total", "Frames out of the decoder", &["camera"]),
             frames_dropped: counter_vec(

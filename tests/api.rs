@@ -253,9 +253,15 @@ async fn metrics_health_and_cameras() {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
     let names: HashSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert!(scrape.samples.iter().all(|s| s.metric.starts_with("vigil_")));
-    for want in
-        ["vigil_events_saved_total", "vigil_frames_decoded_total", "vigil_frames_dropped_total", "vigil_outbox_backlog"]
-    {
+    for want in [
+        "vigil_events_saved_total",
+        "vigil_frames_decoded_total",
+        "vigil_frames_dropped_total",
+        "vigil_outbox_backlog",
+        "vigil_frame_to_publish_seconds_count",
+        "vigil_redis_errors_total",
+        "vigil_db_errors_total",
+    ] {
         assert!(names.contains(want), "{want} missing: {names:?}");
     }
     let (status, ready) = get(&format!("{}/readyz", api.base)).await;

@@ -1,0 +1,133 @@
+//! The web page in a real browser: Debian's headless Chromium, driven over WebDriver
+//! (chromedriver), opens the page before any event exists; the camera then comes up and its
+//! events must appear in the page live, through the SSE stream, within 15 s.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{Redis, Vigil, free_port, media};
+use serde_json::{Value, json};
+use vigil::sample::SampleServer;
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Driver {
+    async fn start(profile: &std::path::Path) -> Self {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (scripts/test installs chromium-driver)");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        // The flags that work on this closed network (see /work/.library/env).
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+            &format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let session = loop {
+            if let Ok(res) = http.post(format!("{base}/session")).json(&caps).send().await {
+                let body: Value = res.json().await.unwrap();
+                break body["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {body}")).to_string();
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        Self { child, base, session, http }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}/{path}", self.base, self.session);
+        let mut req = self.http.request(method, url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        res.json::<Value>().await.unwrap()["value"].clone()
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.call(reqwest::Method::POST, "execute/sync", json!({"script": js, "args": []})).await
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_events_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let (api_port, rtsp_port) = (free_port(), free_port());
+    let config = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{api_port}\"\n[redis]\nurl = \"{}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[[cameras]]\nid = \"lobby\"\nurl = \"rtsp://127.0.0.1:{rtsp_port}/cam\"\n\
+         [cameras.reconnect]\ninitial_secs = 0.5\nmax_secs = 1.0\n",
+        dir.path().join("e.db").display(),
+        redis.url(),
+        dir.path().join("snaps").display(),
+    );
+    let vigil = Vigil::start(dir.path(), &config);
+    let page = format!("http://127.0.0.1:{api_port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{page}readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "API not up:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let driver = Driver::start(&dir.path().join("chromium")).await;
+    driver.call(reqwest::Method::POST, "url", json!({"url": page})).await;
+    let rows = "return document.querySelectorAll('li.event').length";
+    assert_eq!(driver.script(rows).await, json!(0), "no events yet: the camera is not serving");
+    let cameras = driver.script("return document.querySelector('#cameras tbody').innerText").await;
+    println!("cameras before: {cameras}");
+
+    // The camera's server comes up now; its events can only reach the page through SSE.
+    let server = SampleServer::start(&media("car-detection.mp4"), "cam", rtsp_port).unwrap();
+    let started = Instant::now();
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        count = driver.script(rows).await.as_u64().unwrap_or(0);
+        if count >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("{count} event rows after {:?}", started.elapsed());
+    assert!(count >= 1, "no event row within 15 s:\n{}", vigil.log_text());
+    let text = driver.script("return document.querySelector('#events').innerText").await;
+    assert!(text.as_str().unwrap().contains("lobby"), "{text}");
+    assert_eq!(driver.script("return document.querySelector('#live').textContent").await, json!("live"));
+
+    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
+    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page.png");
+    std::fs::write(&out, png).unwrap();
+    println!("screenshot: {}", out.display());
+    drop(server);
+}
