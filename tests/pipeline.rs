@@ -123,20 +123,10 @@ async fn rtsp_to_postgres_and_redis() {
 async fn a_file_camera_gives_one_motion_episode_per_car() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    let db = format!("sqlite://{}", dir.path().join("events.db").display());
-    let config = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
-         [[cameras]]\nid = \"lane\"\nurl = \"file://{}\"\n[cameras.motion]\nquiet_secs = 1.0\n",
-        redis.url(),
-        dir.path().join("snaps").display(),
-        media("car-detection.mp4").display()
-    );
+    let url = format!("file://{}", media("car-detection.mp4").display());
+    let (config, db) = common::one_camera(dir.path(), &redis.url(), "lane", &url, "[cameras.motion]\nquiet_secs = 1.0");
     let vigil = Vigil::start(dir.path(), &config);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !vigil.log_text().contains("camera stopped") {
-        assert!(Instant::now() < deadline, "file camera never finished:\n{}", vigil.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    vigil.wait_log("camera stopped", Duration::from_secs(30)).await;
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0));
     let store = Store::connect(&db).await.unwrap();

@@ -53,16 +53,8 @@ async fn two_cars_on_the_road_keep_one_track_each() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
     let server = SampleServer::once(&media("road.mp4"), "road", 0).unwrap();
-    let db = format!("sqlite://{}", dir.path().join("events.db").display());
-    let config = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
-         [[cameras]]\nid = \"dash\"\nurl = \"{}\"\ndetect_fps = 25\n\
-         [[cameras.zones]]\nname = \"right-lane\"\npolygon = [[0.75, 0.0], [1.0, 0.0], [1.0, 1.0], [0.75, 1.0]]\n",
-        redis.url(),
-        dir.path().join("snaps").display(),
-        models_dir(),
-        server.url()
-    );
+    let zone = "detect_fps = 25\n[[cameras.zones]]\nname = \"right-lane\"\npolygon = [[0.75, 0.0], [1.0, 0.0], [1.0, 1.0], [0.75, 1.0]]";
+    let (config, db) = common::one_camera(dir.path(), &redis.url(), "dash", &server.url(), zone);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("events").await.unwrap();
@@ -117,21 +109,10 @@ async fn two_cars_on_the_road_keep_one_track_each() {
 async fn each_person_who_walks_in_gets_one_track() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    let db = format!("sqlite://{}", dir.path().join("events.db").display());
-    let config = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
-         [[cameras]]\nid = \"hall\"\nurl = \"file://{}\"\n",
-        redis.url(),
-        dir.path().join("snaps").display(),
-        models_dir(),
-        media("one-by-one-person-detection.mp4").display()
-    );
+    let url = format!("file://{}", media("one-by-one-person-detection.mp4").display());
+    let (config, db) = common::one_camera(dir.path(), &redis.url(), "hall", &url, "");
     let vigil = Vigil::start(dir.path(), &config);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !vigil.log_text().contains("camera stopped") {
-        assert!(Instant::now() < deadline, "file camera never finished:\n{}", vigil.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    vigil.wait_log("camera stopped", Duration::from_secs(120)).await;
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0));
     let store = Store::connect(&db).await.unwrap();

@@ -133,6 +133,15 @@ impl Vigil {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Wait until the log contains `needle`; panics with the log after `limit`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}` in the log within {limit:?}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Vigil {
@@ -140,6 +149,20 @@ impl Drop for Vigil {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A config with one camera: SQLite and snapshots in `dir`, the API on any free port, and
+/// `camera_extra` appended to the camera's table. Returns the TOML and the database URL.
+pub fn one_camera(dir: &Path, redis_url: &str, id: &str, url: &str, camera_extra: &str) -> (String, String) {
+    let db = format!("sqlite://{}", dir.join("events.db").display());
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let toml = format!(
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{redis_url}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n{camera_extra}\n",
+        dir.join("snaps").display(),
+        models.display()
+    );
+    (toml, db)
 }
 
 /// Resident set size of this process, in bytes.

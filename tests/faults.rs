@@ -1,0 +1,160 @@
+//! Faults on real servers: a camera's RTSP server dies and comes back, a camera that never
+//! answers, a corrupted stream. The process stays up and the other cameras are unaffected.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Redis, Vigil, free_port, media};
+use serde_json::Value;
+use vigil::events::{Event, EventType, Store};
+use vigil::sample::SampleServer;
+
+fn config(dir: &std::path::Path, redis: &str, api: u16, cameras: &[(&str, String)]) -> (String, String) {
+    let db = format!("sqlite://{}", dir.join("events.db").display());
+    let mut toml = format!(
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:{api}\"\n[redis]\nurl = \"{redis}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n",
+        dir.join("snaps").display()
+    );
+    for (id, url) in cameras {
+        toml.push_str(&format!(
+            "[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n[cameras.detection]\nenabled = false\n\
+             [cameras.reconnect]\ninitial_secs = 0.5\nmax_secs = 1.0\nstall_secs = 2.0\n"
+        ));
+    }
+    (toml, db)
+}
+
+async fn camera(api: u16, id: &str) -> Value {
+    let all: Vec<Value> =
+        reqwest::get(format!("http://127.0.0.1:{api}/api/cameras")).await.unwrap().json().await.unwrap();
+    all.into_iter().find(|c| c["id"] == id).unwrap()
+}
+
+fn camera_states(events: &[Event], id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event_type == EventType::Camera && e.camera_id == id)
+        .map(|e| e.event_data["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn wait_states(store: &Store, id: &str, want: &[&str], limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    loop {
+        let states = camera_states(&store.after(0, 10_000).await.unwrap(), id);
+        if states == want {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "camera {id}: {states:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_rtsp_server_backs_off_reconnects_and_spares_the_other_camera() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let video = media("car-detection.mp4");
+    let a = SampleServer::start(&video, "a", 0).unwrap();
+    let port_a = a.port();
+    let b = SampleServer::start(&video, "b", 0).unwrap();
+    let api = free_port();
+    let (toml, db) = config(dir.path(), &redis.url(), api, &[("a", a.url()), ("b", b.url())]);
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    let store = Store::connect(&db).await.unwrap();
+    wait_states(&store, "a", &["connected"], Duration::from_secs(20)).await;
+    wait_states(&store, "b", &["connected"], Duration::from_secs(20)).await;
+
+    drop(a);
+    wait_states(&store, "a", &["connected", "disconnected"], Duration::from_secs(15)).await;
+    let before = camera(api, "b").await["frames_decoded"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a_status = camera(api, "a").await;
+    let b_status = camera(api, "b").await;
+    assert!(["backoff", "connecting"].contains(&a_status["state"].as_str().unwrap()), "{a_status}");
+    assert!(a_status["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{a_status}");
+    assert_eq!(b_status["state"], "streaming");
+    let b_frames = b_status["frames_decoded"].as_u64().unwrap() - before;
+    assert!(b_frames >= 30, "camera b kept streaming at 12.5 fps: {b_frames} frames in 3 s");
+
+    let back = Instant::now();
+    let _a = SampleServer::start(&video, "a", port_a).unwrap();
+    let connected =
+        wait_states(&store, "a", &["connected", "disconnected", "connected"], Duration::from_secs(15)).await;
+    println!("camera a streaming again {:?} after its server returned", connected - back);
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0));
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_never_answers_times_out_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    // Accepts connections and never says a word.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.read_to_end(&mut Vec::new());
+            });
+        }
+    });
+    let good = SampleServer::start(&media("car-detection.mp4"), "good", 0).unwrap();
+    let api = free_port();
+    let cams = [("mute", format!("rtsp://127.0.0.1:{port}/stream")), ("good", good.url())];
+    let (toml, db) = config(dir.path(), &redis.url(), api, &cams);
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+
+    let mute = camera(api, "mute").await;
+    assert!(["backoff", "connecting"].contains(&mute["state"].as_str().unwrap()), "{mute}");
+    assert!(accepted.load(Ordering::Relaxed) >= 2, "timed out and tried again: {}", accepted.load(Ordering::Relaxed));
+    assert!(vigil.log_text().contains("source failed"));
+    assert_eq!(camera(api, "good").await["state"], "streaming");
+    let store = Store::connect(&db).await.unwrap();
+    assert!(camera_states(&store.after(0, 10_000).await.unwrap(), "mute").is_empty(), "never connected");
+    let (code, took) = vigil.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "shutdown with a hung connection took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_stream_decodes_what_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let mut bytes = std::fs::read(media("car-detection.mp4")).unwrap();
+    let (from, to) = (bytes.len() * 2 / 5, bytes.len() * 3 / 5);
+    for b in bytes[from..to].iter_mut().step_by(97) {
+        *b ^= 0xff;
+    }
+    let broken = dir.path().join("broken.mp4");
+    std::fs::write(&broken, &bytes).unwrap();
+    let api = free_port();
+    let (toml, _) = config(dir.path(), &redis.url(), api, &[("broken", format!("file://{}", broken.display()))]);
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut status = camera(api, "broken").await;
+    while status["frames_decoded"].as_u64().unwrap() < 150 {
+        assert!(Instant::now() < deadline, "{status}\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = camera(api, "broken").await;
+    }
+    assert!(!vigil.log_text().contains("panicked"), "{}", vigil.log_text());
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0), "still running and exits cleanly");
+}
