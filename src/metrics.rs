@@ -15,6 +15,7 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     events_saved: IntCounterVec,
     events_published: IntCounterVec,
+    events_dropped: IntCounterVec,
     /// Saved events not yet published.
     pub outbox_backlog: IntGauge,
     /// Failed Redis commands.
@@ -107,6 +108,12 @@ impl Metrics {
             frames_analysed: counter_vec(&r, "vigil_frames_analysed_total", "Frames through analysis", &["camera"]),
             events_saved: counter_vec(&r, "vigil_events_saved_total", "Events written to the database", &["type"]),
             events_published: counter_vec(&r, "vigil_events_published_total", "Events published to Redis", &["type"]),
+            events_dropped: counter_vec(
+                &r,
+                "vigil_events_dropped_total",
+                "Events dropped because the database was down too long",
+                &["type"],
+            ),
             redis_errors: counter(&r, "vigil_redis_errors_total", "Failed Redis commands"),
             db_errors: counter(&r, "vigil_db_errors_total", "Failed database statements"),
             snapshot_errors: counter(&r, "vigil_snapshot_errors_total", "Snapshots not encoded or not written"),
@@ -136,6 +143,16 @@ impl Metrics {
     /// Count a saved event of `event_type`.
     pub fn event_saved(&self, event_type: &str) {
         self.events_saved.with_label_values(&[event_type]).inc();
+    }
+
+    /// Count an event dropped before it could be saved.
+    pub fn event_dropped(&self, event_type: &str) {
+        self.events_dropped.with_label_values(&[event_type]).inc();
+    }
+
+    /// Events dropped so far of `event_type`.
+    pub fn events_dropped(&self, event_type: &str) -> u64 {
+        self.events_dropped.with_label_values(&[event_type]).get()
     }
 
     /// Count a published event of `event_type`.

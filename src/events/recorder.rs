@@ -1,22 +1,44 @@
 //! The recorder: the single writer of events. It encodes snapshots off the async runtime, saves
-//! rows in arrival order (so ids follow that order), and hands each saved event to the publisher.
+//! rows in arrival order (so ids follow that order), and hands each saved event to the publisher
+//! and to live API subscribers.
 //!
 //! It never waits on Redis: if the publisher falls behind, the hand-off is skipped and the
-//! publisher finds the row through the outbox instead.
+//! publisher finds the row through the outbox instead. While the database is down it holds up
+//! to [`BUFFER`] events in memory (snapshots already encoded, so no decoder frames are pinned);
+//! when that fills, the oldest tracking `update` events are dropped and counted, and every other
+//! event (starts, ends, motion, plates, camera states) waits, which in turn slows analysis
+//! rather than losing it.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
-use super::{Event, NewEvent, Store, snapshot};
+use super::{Event, EventType, NewEvent, Store, snapshot};
 use crate::metrics::Metrics;
 
 /// JPEG quality of snapshots.
 const JPEG_QUALITY: u8 = 85;
+/// Events held in memory while the database is unreachable.
+pub const BUFFER: usize = 2000;
+
+/// An event ready to save: its snapshot already encoded.
+struct Pending {
+    ev: NewEvent,
+    jpeg: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// Only intermediate tracking updates may be dropped; the state they carry is repeated by
+    /// the track's `end`.
+    fn droppable(&self) -> bool {
+        self.ev.event_type == EventType::Tracking && self.ev.data["phase"] == "update"
+    }
+}
 
 /// Saves events; see the module docs.
 pub struct Recorder {
@@ -31,55 +53,103 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Save events until every sender is dropped and the queue is drained.
+    /// Save events until every sender is dropped and everything received is saved.
     pub async fn run(self, mut rx: mpsc::Receiver<NewEvent>) {
-        while let Some(ev) = rx.recv().await {
-            let jpeg = match ev.snapshot.clone() {
-                Some(frame) => {
-                    match tokio::task::spawn_blocking(move || snapshot::encode_jpeg(&frame, JPEG_QUALITY)).await {
-                        Ok(Ok(bytes)) => Some(bytes),
-                        Ok(Err(e)) => {
-                            self.metrics.snapshot_errors.inc();
-                            warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
-                            None
-                        }
-                        Err(e) => {
-                            self.metrics.snapshot_errors.inc();
-                            error!("snapshot task failed: {e}");
-                            None
-                        }
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut open = true;
+        let mut wait = Duration::from_millis(100);
+        let mut down = false;
+        while open || !pending.is_empty() {
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(ev) => self.admit(&mut pending, ev).await,
+                    None => {
+                        open = false;
+                        continue;
                     }
                 }
-                None => None,
-            };
-            let saved = self.save(&ev, jpeg.as_deref()).await;
-            self.metrics.event_saved(saved.event_type.as_str());
-            let _ = self.live.send(saved.clone());
-            if self.to_publisher.try_send(saved).is_err() {
-                self.lagged.store(true, Ordering::Release);
+            }
+            let front = pending.front().expect("not empty");
+            match self.store.save(&front.ev, front.jpeg.as_deref(), &self.snapshots_dir).await {
+                Ok((saved, snapshot_error)) => {
+                    if let Some(e) = snapshot_error {
+                        self.metrics.snapshot_errors.inc();
+                        warn!(camera = %saved.camera_id, id = saved.id, "snapshot not written: {e}");
+                    }
+                    if down {
+                        info!(held = pending.len(), "database reachable again; writing held events");
+                        down = false;
+                    }
+                    pending.pop_front();
+                    wait = Duration::from_millis(100);
+                    self.handed_on(saved);
+                }
+                Err(e) => {
+                    self.metrics.db_errors.inc();
+                    if !down {
+                        error!("database unreachable, holding events in memory (up to {BUFFER}): {e}");
+                        down = true;
+                    }
+                    // Keep taking events while waiting, so analysis is not held up.
+                    let pause = tokio::time::sleep(wait);
+                    tokio::pin!(pause);
+                    loop {
+                        let room = pending.len() < BUFFER || pending.iter().any(Pending::droppable);
+                        tokio::select! {
+                            _ = &mut pause => break,
+                            ev = rx.recv(), if open && room => match ev {
+                                Some(ev) => self.admit(&mut pending, ev).await,
+                                None => open = false,
+                            },
+                        }
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
 
-    /// Save, retrying while the database is unreachable: an event is never given up.
-    async fn save(&self, ev: &NewEvent, jpeg: Option<&[u8]>) -> Event {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.store.save(ev, jpeg, &self.snapshots_dir).await {
-                Ok((saved, snapshot_error)) => {
-                    if let Some(e) = snapshot_error {
-                        self.metrics.snapshot_errors.inc();
-                        warn!(camera = %ev.camera_id, id = saved.id, "snapshot not written: {e}");
-                    }
-                    return saved;
+    /// Encode the snapshot and queue the event, making room by dropping the oldest update.
+    async fn admit(&self, pending: &mut VecDeque<Pending>, mut ev: NewEvent) {
+        let jpeg = match ev.snapshot.take() {
+            Some(frame) => match tokio::task::spawn_blocking(move || snapshot::encode_jpeg(&frame, JPEG_QUALITY)).await
+            {
+                Ok(Ok(bytes)) => Some(bytes),
+                Ok(Err(e)) => {
+                    self.metrics.snapshot_errors.inc();
+                    warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
+                    None
                 }
                 Err(e) => {
-                    self.metrics.db_errors.inc();
-                    error!(camera = %ev.camera_id, "event not saved, retrying in {wait:?}: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    self.metrics.snapshot_errors.inc();
+                    error!("snapshot task failed: {e}");
+                    None
                 }
+            },
+            None => None,
+        };
+        let item = Pending { ev, jpeg };
+        if pending.len() >= BUFFER {
+            match pending.iter().position(Pending::droppable) {
+                Some(i) => {
+                    pending.remove(i);
+                    self.metrics.event_dropped("tracking");
+                }
+                None if item.droppable() => {
+                    self.metrics.event_dropped("tracking");
+                    return;
+                }
+                None => {}
             }
+        }
+        pending.push_back(item);
+    }
+
+    fn handed_on(&self, saved: Event) {
+        self.metrics.event_saved(saved.event_type.as_str());
+        let _ = self.live.send(saved.clone());
+        if self.to_publisher.try_send(saved).is_err() {
+            self.lagged.store(true, Ordering::Release);
         }
     }
 }
