@@ -20,7 +20,9 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
         .iter()
         .filter(|s| s.metric == name)
         .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => 0.0,
         })
         .sum()
@@ -78,7 +80,8 @@ async fn redis_killed_under_load_loses_nothing() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let entries: Vec<(String, Vec<(String, String)>)> =
         redis::cmd("XRANGE").arg("stream:events").arg("-").arg("+").query_async(&mut conn).await.unwrap();
-    let ids: Vec<i64> = entries.iter().map(|(_, f)| f.iter().find(|(k, _)| k == "id").unwrap().1.parse().unwrap()).collect();
+    let ids: Vec<i64> =
+        entries.iter().map(|(_, f)| f.iter().find(|(k, _)| k == "id").unwrap().1.parse().unwrap()).collect();
     let saved: Vec<i64> = store.after(0, 100_000).await.unwrap().iter().map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order, no repeats: {ids:?}");
     assert!(saved.ends_with(&ids), "the tail of the saved events: {ids:?} vs {saved:?}");
