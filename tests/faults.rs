@@ -132,6 +132,88 @@ async fn a_camera_that_never_answers_times_out_and_retries() {
     assert!(took < Duration::from_secs(5), "shutdown with a hung connection took {took:?}");
 }
 
+/// 100 connect–timeout–backoff cycles against a silent server leave no threads or memory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_timeouts_leak_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Hold the socket open and silent until the client gives up.
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.read_to_end(&mut Vec::new());
+            });
+        }
+    });
+    let api = free_port();
+    let (toml, _) = config(dir.path(), &redis.url(), api, &[("mute", format!("rtsp://127.0.0.1:{port}/stream"))]);
+    let toml = toml.replace(
+        "initial_secs = 0.5\nmax_secs = 1.0\nstall_secs = 2.0",
+        "initial_secs = 0.02\nmax_secs = 0.02\nstall_secs = 0.1",
+    );
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    let cycles = |n: usize| {
+        let accepted = accepted.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while accepted.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "only {} cycles", accepted.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    cycles(20).await;
+    let (threads_20, rss_20) = (common::threads_of(vigil.pid()), common::rss_of(&vigil.pid().to_string()));
+    cycles(120).await;
+    let (threads_120, rss_120) = (common::threads_of(vigil.pid()), common::rss_of(&vigil.pid().to_string()));
+    println!("after 20 cycles: {threads_20} threads, {rss_20} B; after 120: {threads_120} threads, {rss_120} B");
+    assert!(threads_120 <= threads_20 + 2, "threads grew: {threads_20} -> {threads_120}");
+    assert!(rss_120 < rss_20 + (8 << 20), "memory grew: {rss_20} -> {rss_120}");
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0));
+}
+
+/// Snapshots that cannot be written (the directory is a file): events are saved and published
+/// without them, and the failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_snapshots_never_cost_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let server = SampleServer::start(&media("car-detection.mp4"), "cam", 0).unwrap();
+    let api = free_port();
+    let (toml, db) = config(dir.path(), &redis.url(), api, &[("cam", server.url())]);
+    std::fs::write(dir.path().join("snaps"), "not a directory").unwrap();
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    let store = Store::connect(&db).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let motion = loop {
+        let events = store.after(0, 1000).await.unwrap();
+        if let Some(m) = events.into_iter().find(|e| e.event_type == EventType::Motion) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no motion event:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(motion.snapshot_path, None);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{api}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("vigil_snapshot_errors_total ") && !l.ends_with(" 0")), "{metrics}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.unpublished_count().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "not published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_stream_decodes_what_it_can() {
     let dir = tempfile::tempdir().unwrap();
