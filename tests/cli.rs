@@ -89,3 +89,42 @@ fn a_truncated_model_is_one_clear_error() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_library_that_is_not_onnx_runtime_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let zlib = ["/usr/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let (ok, stderr) = run_briefly(&format!("[inference]\nlibrary = \"{}\"", zlib.expect("zlib")), dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("does not export `OrtGetApiBase`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn the_wrong_model_file_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let wrong = dir.path().join("models");
+    std::fs::create_dir(&wrong).unwrap();
+    for f in ["manifest.toml", "coco80_labels.txt"] {
+        std::fs::copy(models.join(f), wrong.join(f)).unwrap();
+    }
+    // A real ONNX model, but the plate recogniser, where the detector should be.
+    std::fs::copy(models.join("ch_PP-OCRv4_rec_infer.onnx"), wrong.join("yolox_nano_coco80_416.batch.onnx")).unwrap();
+    let (ok, stderr) = run_briefly(&format!("[models]\ndir = \"{}\"", wrong.display()), dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("not a YOLOX model for this manifest"), "{stderr}");
+}
+
+#[test]
+fn an_older_onnx_runtime_is_one_clear_error() {
+    let old =
+        std::env::var("VIGIL_TEST_OLD_ORT").expect("VIGIL_TEST_OLD_ORT is not set: run the tests through scripts/test");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = run_briefly(&format!("[inference]\nlibrary = \"{old}\""), dir.path());
+    assert!(!ok);
+    assert!(stderr.contains("expected version >= '1.31.x', but got '1.20.1'"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.contains("ONNX Runtime")).count(), 1, "one line: {stderr}");
+}

@@ -82,7 +82,7 @@ async fn a_dead_rtsp_server_backs_off_reconnects_and_spares_the_other_camera() {
     assert!(a_status["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{a_status}");
     assert_eq!(b_status["state"], "streaming");
     let b_frames = b_status["frames_decoded"].as_u64().unwrap() - before;
-    assert!(b_frames >= 30, "camera b kept streaming at 12.5 fps: {b_frames} frames in 3 s");
+    assert!(b_frames >= 34, "camera b kept within 10 % of 12.5 fps: {b_frames} frames in 3 s");
 
     let back = Instant::now();
     let _a = SampleServer::start(&video, "a", port_a).unwrap();

@@ -65,3 +65,37 @@ async fn events_saved_while_redis_is_down_arrive_once_in_order() {
     assert_eq!(stream_ids(&redis.url()).await, all, "every saved event on the stream exactly once");
     println!("outbox: {} held while Redis was down, {} published in all", saved_while_down.len(), all.len());
 }
+
+/// SIGTERM while Redis is down: vigil still exits 0 within 5 s, and what it saved goes out at
+/// the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublished_events_go_out_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::stopped();
+    let server = SampleServer::start(&media("car-detection.mp4"), "cam", 0).unwrap();
+    let (config, db) = common::one_camera(dir.path(), &redis.url(), "cam-b", &server.url(), "");
+    let config = config.replace("[storage]", "stream = \"stream:events\"\n[storage]");
+    let vigil = Vigil::start(dir.path(), &config);
+    vigil.wait_log("streaming", Duration::from_secs(45)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, took) = vigil.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "exit took {took:?} with Redis down");
+    let store = Store::connect(&db).await.unwrap();
+    let saved: Vec<i64> = store.after(0, 1000).await.unwrap().iter().map(|e| e.id).collect();
+    assert!(saved.len() >= 2, "connected and disconnected at least: {saved:?}");
+    assert_eq!(store.unpublished_count().await.unwrap() as usize, saved.len());
+
+    redis.resume();
+    drop(server);
+    let restart = Vigil::start(dir.path(), &config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.unpublished_count().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "not published at the next start:\n{}", restart.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids = stream_ids(&redis.url()).await;
+    assert!(ids.starts_with(&saved), "{ids:?} vs {saved:?}");
+    let (code, _) = restart.terminate();
+    assert_eq!(code, Some(0));
+}

@@ -67,6 +67,8 @@ impl Detector {
             .filter(|l| !l.is_empty())
             .collect();
         let session = runtime.session(&path)?;
+        let grid = yolox::grid(input.width, input.height, &output.strides);
+        check_contract(&session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
         let batcher = Batcher::spawn(&entry.name, session, inference, metrics);
         Ok(Self {
             batcher,
@@ -75,7 +77,7 @@ impl Detector {
             height: input.height,
             pad: input.pad,
             nms_iou: entry.nms_iou.unwrap_or(0.45),
-            grid: yolox::grid(input.width, input.height, &output.strides),
+            grid,
         })
     }
 
@@ -186,5 +188,33 @@ impl Detector {
             }
         }
         Ok((tensor, scale))
+    }
+}
+
+/// Fail at load, not at the first frame, when the file is not the model the manifest describes.
+fn check_contract(
+    session: &ort::session::Session,
+    width: u32,
+    height: u32,
+    rows: usize,
+    classes: usize,
+) -> Result<(), String> {
+    let dims = |outlet: Option<&ort::value::Outlet>| match outlet.map(|o| o.dtype()) {
+        Some(ort::value::ValueType::Tensor { shape, .. }) => shape.iter().copied().collect::<Vec<i64>>(),
+        _ => Vec::new(),
+    };
+    // -1 is a dimension the model leaves open; anything fixed must match.
+    let fits = |got: &[i64], want: &[i64]| {
+        got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g == -1 || *w == -1 || g == w)
+    };
+    let (input, output) = (dims(session.inputs().first()), dims(session.outputs().first()));
+    let want_in = [-1, 3, height as i64, width as i64];
+    let want_out = [-1, rows as i64, 5 + classes as i64];
+    if fits(&input, &want_in) && fits(&output, &want_out) {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a YOLOX model for this manifest: input {input:?}, output {output:?}; expected {want_in:?} and {want_out:?}"
+        ))
     }
 }
