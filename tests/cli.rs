@@ -61,6 +61,21 @@ fn run_briefly(extra: &str, dir: &std::path::Path) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+fn models() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// `run_briefly` with a models directory whose detector file holds `onnx`.
+fn run_with_detector(onnx: &[u8], dir: &std::path::Path) -> (bool, String) {
+    let copy = dir.join("models");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["manifest.toml", "coco80_labels.txt"] {
+        std::fs::copy(models().join(f), copy.join(f)).unwrap();
+    }
+    std::fs::write(copy.join("yolox_nano_coco80_416.batch.onnx"), onnx).unwrap();
+    run_briefly(&format!("[models]\ndir = \"{}\"", copy.display()), dir)
+}
+
 #[test]
 fn a_missing_onnx_runtime_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,15 +88,8 @@ fn a_missing_onnx_runtime_is_one_clear_error() {
 #[test]
 fn a_truncated_model_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let broken = dir.path().join("models");
-    std::fs::create_dir(&broken).unwrap();
-    for f in ["manifest.toml", "coco80_labels.txt"] {
-        std::fs::copy(models.join(f), broken.join(f)).unwrap();
-    }
-    let onnx = std::fs::read(models.join("yolox_nano_coco80_416.batch.onnx")).unwrap();
-    std::fs::write(broken.join("yolox_nano_coco80_416.batch.onnx"), &onnx[..onnx.len() / 3]).unwrap();
-    let (ok, stderr) = run_briefly(&format!("[models]\ndir = \"{}\"", broken.display()), dir.path());
+    let onnx = std::fs::read(models().join("yolox_nano_coco80_416.batch.onnx")).unwrap();
+    let (ok, stderr) = run_with_detector(&onnx[..onnx.len() / 3], dir.path());
     assert!(!ok);
     assert!(
         stderr.contains("loading the object detector") && stderr.contains("yolox_nano_coco80_416.batch.onnx"),
@@ -105,15 +113,9 @@ fn a_library_that_is_not_onnx_runtime_is_one_clear_error() {
 #[test]
 fn the_wrong_model_file_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let wrong = dir.path().join("models");
-    std::fs::create_dir(&wrong).unwrap();
-    for f in ["manifest.toml", "coco80_labels.txt"] {
-        std::fs::copy(models.join(f), wrong.join(f)).unwrap();
-    }
     // A real ONNX model, but the plate recogniser, where the detector should be.
-    std::fs::copy(models.join("ch_PP-OCRv4_rec_infer.onnx"), wrong.join("yolox_nano_coco80_416.batch.onnx")).unwrap();
-    let (ok, stderr) = run_briefly(&format!("[models]\ndir = \"{}\"", wrong.display()), dir.path());
+    let (ok, stderr) =
+        run_with_detector(&std::fs::read(models().join("ch_PP-OCRv4_rec_infer.onnx")).unwrap(), dir.path());
     assert!(!ok);
     assert!(stderr.contains("not a YOLOX model for this manifest"), "{stderr}");
 }

@@ -56,6 +56,26 @@ async fn wait_states(store: &Store, id: &str, want: &[&str], limit: Duration) ->
     }
 }
 
+/// A TCP server that accepts connections and never says a word; returns its port and a count
+/// of connections accepted.
+fn silent_server() -> (u16, Arc<AtomicUsize>) {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            counter.fetch_add(1, Ordering::Relaxed);
+            // Hold the socket open and silent until the client gives up.
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.read_to_end(&mut Vec::new());
+            });
+        }
+    });
+    (port, accepted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_rtsp_server_backs_off_reconnects_and_spares_the_other_camera() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,20 +118,7 @@ async fn a_dead_rtsp_server_backs_off_reconnects_and_spares_the_other_camera() {
 async fn a_camera_that_never_answers_times_out_and_retries() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    // Accepts connections and never says a word.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in silent.incoming().flatten() {
-            counter.fetch_add(1, Ordering::Relaxed);
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let _ = s.read_to_end(&mut Vec::new());
-            });
-        }
-    });
+    let (port, accepted) = silent_server();
     let good = SampleServer::start(&media("car-detection.mp4"), "good", 0).unwrap();
     let api = free_port();
     let cams = [("mute", format!("rtsp://127.0.0.1:{port}/stream")), ("good", good.url())];
@@ -137,20 +144,7 @@ async fn a_camera_that_never_answers_times_out_and_retries() {
 async fn a_hundred_timeouts_leak_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in silent.incoming().flatten() {
-            counter.fetch_add(1, Ordering::Relaxed);
-            // Hold the socket open and silent until the client gives up.
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let _ = s.read_to_end(&mut Vec::new());
-            });
-        }
-    });
+    let (port, accepted) = silent_server();
     let api = free_port();
     let (toml, _) = config(dir.path(), &redis.url(), api, &[("mute", format!("rtsp://127.0.0.1:{port}/stream"))]);
     let toml = toml.replace(
