@@ -254,6 +254,7 @@ async fn camera_event(events: &mpsc::Sender<NewEvent>, camera: &str, data: serde
         frame_number: None,
         data,
         snapshot: None,
+        crop: None,
     };
     let _ = events.send(ev).await;
 }

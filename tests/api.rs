@@ -86,6 +86,7 @@ fn event(camera: &str, kind: EventType, data: Value) -> NewEvent {
         frame_number: Some(1),
         data,
         snapshot: None,
+        crop: None,
     }
 }
 
@@ -192,7 +193,7 @@ async fn snapshots_are_served_and_cannot_escape() {
         .unwrap();
     let dir = api._dir.path().join("snaps");
     let (with_snapshot, _) =
-        api.store.save(&event("gate-1", EventType::Motion, json!({})), Some(&jpeg), &dir).await.unwrap();
+        api.store.save(&event("gate-1", EventType::Motion, json!({})), Some((&jpeg, None)), &dir).await.unwrap();
     let without = record(&api, event("gate-1", EventType::Camera, json!({"state": "connected"}))).await;
 
     let res = reqwest::get(format!("{}/api/events/{}/snapshot", api.base, with_snapshot.id)).await.unwrap();

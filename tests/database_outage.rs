@@ -35,6 +35,7 @@ fn tracking(camera: &str, phase: &str, n: usize) -> NewEvent {
         frame_number: Some(n as i64),
         data: json!({"phase": phase, "track_id": 1, "label": "car", "n": n}),
         snapshot: None,
+        crop: None,
     }
 }
 

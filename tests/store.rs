@@ -13,11 +13,12 @@ fn event(camera: &str, age_days: i64) -> NewEvent {
         frame_number: Some(7),
         data: serde_json::json!({"phase": "start"}),
         snapshot: None,
+        crop: None,
     }
 }
 
 async fn save(store: &Store, dir: &Path, age_days: i64, publish: bool) -> i64 {
-    let (ev, err) = store.save(&event("gate-1", age_days), Some(b"\xff\xd8jpeg"), dir).await.unwrap();
+    let (ev, err) = store.save(&event("gate-1", age_days), Some((b"\xff\xd8jpeg", None)), dir).await.unwrap();
     assert!(err.is_none());
     if publish {
         store.mark_published(&[ev.id]).await.unwrap();
@@ -49,7 +50,7 @@ async fn an_unwritable_snapshot_dir_still_saves_the_event() {
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"file").unwrap();
-    let (ev, err) = store.save(&event("gate-1", 0), Some(b"jpeg"), &blocker).await.unwrap();
+    let (ev, err) = store.save(&event("gate-1", 0), Some((b"jpeg", None)), &blocker).await.unwrap();
     assert!(err.is_some());
     assert_eq!(store.get(ev.id).await.unwrap().unwrap().snapshot_path, None);
 }

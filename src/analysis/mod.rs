@@ -132,6 +132,7 @@ fn motion_event(camera: &str, phase: Phase, frame: &Frame) -> NewEvent {
         timestamp: frame.wall,
         frame_number: Some(frame.seq as i64),
         snapshot: matches!(phase, Phase::Start { .. }).then(|| frame.clone()),
+        crop: None,
         data: phase_data(&phase),
     }
 }
@@ -143,6 +144,7 @@ fn motion_end_without_frame(camera: &str, phase: Phase) -> NewEvent {
         timestamp: chrono::Utc::now(),
         frame_number: None,
         snapshot: None,
+        crop: None,
         data: phase_data(&phase),
     }
 }

@@ -41,6 +41,8 @@ struct Published {
     last_seen: DateTime<Utc>,
     zones: Vec<String>,
     best: Frame,
+    /// The track's box in `best`.
+    best_box: [f32; 4],
     best_score: f32,
     updates: VecDeque<f64>,
 }
@@ -201,6 +203,7 @@ impl ObjectStage {
                         last_seen: frame.wall,
                         zones: self.zones_of(track, frame),
                         best,
+                        best_box: track.bbox,
                         best_score: track.score,
                         updates: VecDeque::new(),
                     };
@@ -235,6 +238,7 @@ impl ObjectStage {
             let better = track.score >= p.best_score + BETTER_SNAPSHOT;
             if better && let Ok(best) = frame.detached() {
                 p.best = best;
+                p.best_box = track.bbox;
                 p.best_score = track.score;
             }
             while p.updates.front().is_some_and(|&u| t - u > 60.0) {
@@ -288,5 +292,6 @@ fn event(
         frame_number: Some(frame.seq as i64),
         data,
         snapshot: snapshot.cloned(),
+        crop: snapshot.map(|_| p.best_box.map(|v| v.max(0.0) as u32)),
     }
 }

@@ -59,6 +59,8 @@ pub struct NewEvent {
     pub data: serde_json::Value,
     /// The frame to save as the event's JPEG snapshot.
     pub snapshot: Option<Frame>,
+    /// A region of the snapshot (`[x1, y1, x2, y2]`) also saved on its own, as `crop_path`.
+    pub crop: Option<[u32; 4]>,
 }
 
 /// A saved event: exactly the JSON every consumer sees (channel, API, table).

@@ -30,6 +30,7 @@ pub const BUFFER: usize = 2000;
 struct Pending {
     ev: NewEvent,
     jpeg: Option<Vec<u8>>,
+    crop: Option<Vec<u8>>,
 }
 
 impl Pending {
@@ -70,7 +71,8 @@ impl Recorder {
                 }
             }
             let front = pending.front().expect("not empty");
-            match self.store.save(&front.ev, front.jpeg.as_deref(), &self.snapshots_dir).await {
+            let snapshot = front.jpeg.as_deref().map(|full| (full, front.crop.as_deref()));
+            match self.store.save(&front.ev, snapshot, &self.snapshots_dir).await {
                 Ok((saved, snapshot_error)) => {
                     if let Some(e) = snapshot_error {
                         self.metrics.snapshot_errors.inc();
@@ -111,24 +113,32 @@ impl Recorder {
 
     /// Encode the snapshot and queue the event, making room by dropping the oldest update.
     async fn admit(&self, pending: &mut VecDeque<Pending>, mut ev: NewEvent) {
-        let jpeg = match ev.snapshot.take() {
-            Some(frame) => match tokio::task::spawn_blocking(move || snapshot::encode_jpeg(&frame, JPEG_QUALITY)).await
-            {
-                Ok(Ok(bytes)) => Some(bytes),
-                Ok(Err(e)) => {
-                    self.metrics.snapshot_errors.inc();
-                    warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
-                    None
+        let (jpeg, crop) = match ev.snapshot.take() {
+            Some(frame) => {
+                let region = ev.crop;
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let full = snapshot::encode_jpeg(&frame, None, JPEG_QUALITY)?;
+                    let crop = region.map(|r| snapshot::encode_jpeg(&frame, Some(r), JPEG_QUALITY)).transpose()?;
+                    Ok::<_, snapshot::SnapshotError>((full, crop))
+                })
+                .await;
+                match encoded {
+                    Ok(Ok((full, crop))) => (Some(full), crop),
+                    Ok(Err(e)) => {
+                        self.metrics.snapshot_errors.inc();
+                        warn!(camera = %ev.camera_id, "snapshot not encoded: {e}");
+                        (None, None)
+                    }
+                    Err(e) => {
+                        self.metrics.snapshot_errors.inc();
+                        error!("snapshot task failed: {e}");
+                        (None, None)
+                    }
                 }
-                Err(e) => {
-                    self.metrics.snapshot_errors.inc();
-                    error!("snapshot task failed: {e}");
-                    None
-                }
-            },
-            None => None,
+            }
+            None => (None, None),
         };
-        let item = Pending { ev, jpeg };
+        let item = Pending { ev, jpeg, crop };
         if pending.len() >= BUFFER {
             match pending.iter().position(Pending::droppable) {
                 Some(i) => {

@@ -24,16 +24,23 @@ pub enum SnapshotError {
     Encode(#[from] image::ImageError),
 }
 
-/// Encode the whole frame as a JPEG of the given quality (1–100).
-pub fn encode_jpeg(frame: &Frame, quality: u8) -> Result<Vec<u8>, SnapshotError> {
-    let (w, h) = (frame.width(), frame.height());
+/// Encode the frame, or a `[x1, y1, x2, y2]` region of it, as a JPEG of the given quality (1–100).
+pub fn encode_jpeg(frame: &Frame, region: Option<[u32; 4]>, quality: u8) -> Result<Vec<u8>, SnapshotError> {
+    let [x1, y1, x2, y2] = region.unwrap_or([0, 0, frame.width(), frame.height()]);
+    let (x2, y2) = (x2.min(frame.width()), y2.min(frame.height()));
+    let (w, h) = (x2.saturating_sub(x1).max(1), y2.saturating_sub(y1).max(1));
     let conv = |e: &dyn std::fmt::Display| SnapshotError::Convert(e.to_string());
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
         .fps(frame.info.fps())
         .par(frame.info.par())
         .build()
         .map_err(|e| conv(&e))?;
-    let converter = gst_video::VideoConverter::new(&frame.info, &out_info, None).map_err(|e| conv(&e))?;
+    let mut config = gst_video::VideoConverterConfig::new();
+    config.set_src_x(x1 as i32);
+    config.set_src_y(y1 as i32);
+    config.set_src_width(Some(w as i32));
+    config.set_src_height(Some(h as i32));
+    let converter = gst_video::VideoConverter::new(&frame.info, &out_info, Some(config)).map_err(|e| conv(&e))?;
     let input = gst_video::VideoFrame::from_buffer_readable(frame.buffer.clone(), &frame.info)
         .map_err(|_| conv(&"cannot map input"))?;
     let buffer = gst::Buffer::with_size(out_info.size()).map_err(|e| conv(&e))?;
@@ -53,9 +60,9 @@ pub fn encode_jpeg(frame: &Frame, quality: u8) -> Result<Vec<u8>, SnapshotError>
     Ok(jpeg)
 }
 
-/// `camera/YYYY-MM-DD/id.jpg`, relative to the snapshots directory.
-pub fn relative_path(camera: &str, timestamp: &DateTime<Utc>, id: i64) -> String {
-    format!("{camera}/{}/{id}.jpg", timestamp.format("%Y-%m-%d"))
+/// `camera/YYYY-MM-DD/id.jpg` (or `id-crop.jpg`), relative to the snapshots directory.
+pub fn relative_path(camera: &str, timestamp: &DateTime<Utc>, id: i64, crop: bool) -> String {
+    format!("{camera}/{}/{id}{}.jpg", timestamp.format("%Y-%m-%d"), if crop { "-crop" } else { "" })
 }
 
 /// Write a snapshot atomically (temp file, then rename), creating directories as needed.

@@ -73,17 +73,17 @@ impl Store {
         Ok(Self { pool })
     }
 
-    /// Save an event and, inside the same transaction, its snapshot file, so no reader ever sees
-    /// the row without the path it will have. A snapshot that cannot be written leaves the path
-    /// null; the event is saved regardless.
+    /// Save an event and, inside the same transaction, its snapshot file (and the crop, whose
+    /// path goes into `event_data.crop_path`), so no reader ever sees the row without the paths
+    /// it will have. A snapshot that cannot be written leaves the path null; the event is saved
+    /// regardless.
     pub async fn save(
         &self,
         ev: &NewEvent,
-        jpeg: Option<&[u8]>,
+        snapshot: Option<(&[u8], Option<&[u8]>)>,
         snapshots_dir: &Path,
     ) -> Result<(Event, Option<std::io::Error>), StoreError> {
         let created_at = Utc::now();
-        let data = ev.data.to_string();
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate) \
@@ -93,26 +93,40 @@ impl Store {
         .bind(&ev.camera_id)
         .bind(format_ts(&ev.timestamp))
         .bind(ev.frame_number)
-        .bind(&data)
+        .bind(ev.data.to_string())
         .bind(format_ts(&created_at))
         .bind(ev.data["label"].as_str())
         .bind(ev.data["plate"].as_str())
         .fetch_one(&mut *tx)
         .await?;
+        let mut data = ev.data.clone();
         let mut snapshot_path = None;
         let mut snapshot_error = None;
-        if let Some(bytes) = jpeg {
-            let rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id);
-            match snapshot::write(snapshots_dir, &rel, bytes).await {
+        if let Some((full, crop)) = snapshot {
+            let rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id, false);
+            let written = async {
+                snapshot::write(snapshots_dir, &rel, full).await?;
+                if let Some(crop) = crop {
+                    let crop_rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id, true);
+                    snapshot::write(snapshots_dir, &crop_rel, crop).await?;
+                    data["crop_path"] = serde_json::Value::String(crop_rel);
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            match written.await {
                 Ok(()) => {
-                    sqlx::query("UPDATE events SET snapshot_path = $1 WHERE id = $2")
+                    sqlx::query("UPDATE events SET snapshot_path = $1, event_data = $2 WHERE id = $3")
                         .bind(&rel)
+                        .bind(data.to_string())
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
                     snapshot_path = Some(rel);
                 }
-                Err(e) => snapshot_error = Some(e),
+                Err(e) => {
+                    data = ev.data.clone();
+                    snapshot_error = Some(e);
+                }
             }
         }
         tx.commit().await?;
@@ -123,7 +137,7 @@ impl Store {
             timestamp: ev.timestamp,
             frame_number: ev.frame_number,
             snapshot_path,
-            event_data: ev.data.clone(),
+            event_data: data,
             created_at: parse_ts(&format_ts(&created_at)).unwrap_or(created_at),
         };
         Ok((event, snapshot_error))
