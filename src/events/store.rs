@@ -194,8 +194,13 @@ impl Store {
         }
         match &q.plate {
             Some(PlateMatch::Exact(p)) => clause("plate =", Bind::Text(p.clone())),
-            // Plates are A–Z0–9 only (checked by the caller), so no LIKE wildcard can sneak in.
-            Some(PlateMatch::Prefix(p)) => clause("plate LIKE", Bind::Text(format!("{p}%"))),
+            // Plates are A–Z0–9 (checked by the caller) and at most 16 long, so every plate with
+            // this prefix lies between the prefix and the prefix padded with 'Z': an index range
+            // scan on both backends, where LIKE would scan the table.
+            Some(PlateMatch::Prefix(p)) => {
+                clause("plate >=", Bind::Text(p.clone()));
+                clause("plate <=", Bind::Text(format!("{p}{}", "Z".repeat(16))));
+            }
             None => {}
         }
         if let Some(s) = &q.since {
