@@ -160,8 +160,4 @@ impl Metrics {
         self.events_published.with_label_values(&[event_type]).inc();
     }
 
-    /// Events saved so far of `event_type`.
-    pub fn events_saved(&self, event_type: &str) -> u64 {
-        self.events_saved.with_label_values(&[event_type]).get()
-    }
 }
