@@ -266,6 +266,8 @@ pub struct CameraConfig {
     pub detection: DetectionConfig,
     #[serde(default)]
     pub tracker: TrackerConfig,
+    #[serde(default)]
+    pub anpr: AnprConfig,
     /// Named polygons; each track carries the zones its box's bottom centre is in.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -463,6 +465,84 @@ fn default_stationary() -> f32 {
 }
 fn default_updates() -> u32 {
     6
+}
+
+/// `[cameras.anpr]`: licence-plate reading.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnprConfig {
+    /// Read plates on this camera. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `vehicle` (default): plates inside vehicle tracks; `dedicated`: anywhere in the frame.
+    #[serde(default)]
+    pub mode: AnprMode,
+    /// Vehicle labels whose tracks are read. Default car, truck, bus, motorcycle.
+    #[serde(default = "default_vehicles")]
+    pub labels: Vec<String>,
+    /// Most reads per track; the best frames are read. Default 5.
+    #[serde(default = "default_max_reads")]
+    pub max_reads: u32,
+    /// Lowest plate confidence that is published. Default 0.8.
+    #[serde(default = "default_plate_confidence")]
+    pub min_confidence: f32,
+    /// Plate formats, as regular expressions over A–Z0–9 or a preset name (`eu`, `br`, `us`).
+    /// Character confusions (O/0, I/1, B/8, S/5, …) are fixed only where a format needs it.
+    #[serde(default)]
+    pub formats: Vec<String>,
+    /// Plates to recognise by name.
+    #[serde(default)]
+    pub known: Vec<KnownPlate>,
+    /// Edits (insertions, deletions, substitutions) a read may differ from a known plate. Default 1.
+    #[serde(default = "default_known_distance")]
+    pub known_distance: usize,
+}
+
+impl Default for AnprConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: AnprMode::default(),
+            labels: default_vehicles(),
+            max_reads: default_max_reads(),
+            min_confidence: default_plate_confidence(),
+            formats: Vec::new(),
+            known: Vec::new(),
+            known_distance: default_known_distance(),
+        }
+    }
+}
+
+/// Where plates are looked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnprMode {
+    /// Inside vehicle tracks.
+    #[default]
+    Vehicle,
+    /// In the whole frame (a camera aimed at a lane or gate).
+    Dedicated,
+}
+
+/// A plate with a name, e.g. a resident's car.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownPlate {
+    pub plate: String,
+    pub name: String,
+}
+
+fn default_vehicles() -> Vec<String> {
+    ["car", "truck", "bus", "motorcycle"].map(String::from).to_vec()
+}
+fn default_max_reads() -> u32 {
+    5
+}
+fn default_plate_confidence() -> f32 {
+    0.8
+}
+fn default_known_distance() -> usize {
+    1
 }
 
 /// `[[cameras.zones]]`: a named polygon in 0–1 frame coordinates.
@@ -670,6 +750,23 @@ impl CameraConfig {
             || !(0.0..1.0).contains(&self.tracker.match_iou)
         {
             return Err(("tracker", "need min_hits >= 1, max_age_secs > 0 and match_iou in [0, 1)".into()));
+        }
+        let a = &self.anpr;
+        if a.enabled && !self.detection.enabled {
+            return Err(("anpr", "ANPR needs [cameras.detection] enabled".into()));
+        }
+        if a.enabled
+            && a.mode == AnprMode::Vehicle
+            && let Some(l) = a.labels.iter().find(|l| !self.detection.labels.contains(l))
+        {
+            return Err(("anpr", format!("label `{l}` is read for plates but not in detection.labels")));
+        }
+        if !(1..=50).contains(&a.max_reads) || !(0.0..=1.0).contains(&a.min_confidence) {
+            return Err(("anpr", "need max_reads 1..=50 and min_confidence in 0..1".into()));
+        }
+        crate::anpr::plate::Formats::parse(&a.formats).map_err(|r| ("anpr", r))?;
+        if let Some(k) = a.known.iter().find(|k| crate::anpr::plate::normalise(&k.plate).len() < 2) {
+            return Err(("anpr", format!("known plate `{}` has fewer than 2 letters or digits", k.plate)));
         }
         for z in &self.zones {
             if z.name.is_empty() || z.polygon.len() < 3 || z.polygon.iter().flatten().any(|v| !(0.0..=1.0).contains(v))

@@ -5,6 +5,7 @@
 //! point) → [`analysis`] ([`motion`], …) → [`events`] (snapshot, DB row, Redis).
 
 pub mod analysis;
+pub mod anpr;
 pub mod api;
 pub mod channel;
 pub mod config;

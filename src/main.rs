@@ -20,17 +20,23 @@ enum Command {
     CheckConfig(cmds::check_config::Args),
     /// Serve a sample video over RTSP on 127.0.0.1 and run one camera on it.
     Demo(cmds::demo::Args),
+    /// Read licence plates in still images.
+    Anpr(cmds::anpr::Args),
+    /// Measured reports: `vigil bench anpr DIR…` (plate accuracy).
+    Bench(cmds::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Run(args) => cmds::run::run(args),
         Command::CheckConfig(args) => cmds::check_config::run(args),
         Command::Demo(args) => cmds::demo::run(args),
+        Command::Anpr(args) => cmds::anpr::run(args),
+        Command::Bench(args) => cmds::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -159,5 +159,4 @@ impl Metrics {
     pub fn event_published(&self, event_type: &str) {
         self.events_published.with_label_values(&[event_type]).inc();
     }
-
 }

@@ -18,6 +18,7 @@ use crate::analysis::{self, objects::ObjectStage};
 use crate::api::{self, ApiState};
 use crate::channel::{self, Policy};
 use crate::config::{CameraConfig, Config, FullPolicy};
+use crate::anpr::PlateReader;
 use crate::detect::Detector;
 use crate::events::{EventType, NewEvent, Publisher, Recorder, Store, retention};
 use crate::inference::Runtime;
@@ -64,20 +65,27 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: CancellationTo
         tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
     }
 
-    let detector = if config.cameras.iter().any(|c| c.detection.enabled) {
+    let (detector, plates) = if config.cameras.iter().any(|c| c.detection.enabled) {
         let runtime = Runtime::load(&config.inference).context("loading ONNX Runtime")?;
         let detector = Detector::load(&config.models, &runtime, &config.inference, metrics.clone())
             .context("loading the object detector")?;
-        Some(Arc::new(detector))
+        let plates = if config.cameras.iter().any(|c| c.anpr.enabled) {
+            let reader = PlateReader::load(&config.models, &runtime, &config.inference, metrics.clone())
+                .context("loading the plate models")?;
+            Some(Arc::new(reader))
+        } else {
+            None
+        };
+        (Some(Arc::new(detector)), plates)
     } else {
-        None
+        (None, None)
     };
     let mut cameras = Vec::new();
     for cam in &config.cameras {
         let status = registry.add(&cam.id, metrics.camera(&cam.id));
         let objects = match &detector {
             Some(d) if cam.detection.enabled => Some(
-                ObjectStage::new(cam, d.clone(), metrics.camera(&cam.id), status.clone())
+                ObjectStage::new(cam, d.clone(), plates.clone(), metrics.camera(&cam.id), status.clone())
                     .map_err(anyhow::Error::msg)?,
             ),
             _ => None,
@@ -248,6 +256,7 @@ async fn sample_rates(registry: Arc<Registry>, shutdown: CancellationToken) {
 
 async fn camera_event(events: &mpsc::Sender<NewEvent>, camera: &str, data: serde_json::Value) {
     let ev = NewEvent {
+        key: None,
         event_type: EventType::Camera,
         camera_id: camera.to_string(),
         timestamp: chrono::Utc::now(),

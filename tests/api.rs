@@ -80,6 +80,7 @@ async fn record(api: &Api, ev: NewEvent) -> i64 {
 
 fn event(camera: &str, kind: EventType, data: Value) -> NewEvent {
     NewEvent {
+        key: None,
         event_type: kind,
         camera_id: camera.into(),
         timestamp: chrono::Utc::now(),

@@ -29,6 +29,7 @@ fn cluster(action: &str) {
 
 fn tracking(camera: &str, phase: &str, n: usize) -> NewEvent {
     NewEvent {
+        key: None,
         event_type: EventType::Tracking,
         camera_id: camera.into(),
         timestamp: chrono::Utc::now(),

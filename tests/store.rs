@@ -7,6 +7,7 @@ use vigil::events::{EventType, NewEvent, Store, retention};
 
 fn event(camera: &str, age_days: i64) -> NewEvent {
     NewEvent {
+        key: None,
         event_type: EventType::Motion,
         camera_id: camera.into(),
         timestamp: Utc::now() - Duration::days(age_days),

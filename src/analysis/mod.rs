@@ -5,6 +5,7 @@
 //! async runtime; it hands events to the recorder and never waits on storage.
 
 pub mod objects;
+pub mod plates;
 
 use std::time::{Duration, Instant};
 
@@ -127,6 +128,7 @@ fn phase_data(phase: &Phase) -> serde_json::Value {
 
 fn motion_event(camera: &str, phase: Phase, frame: &Frame) -> NewEvent {
     NewEvent {
+        key: None,
         event_type: EventType::Motion,
         camera_id: camera.to_string(),
         timestamp: frame.wall,
@@ -139,6 +141,7 @@ fn motion_event(camera: &str, phase: Phase, frame: &Frame) -> NewEvent {
 
 fn motion_end_without_frame(camera: &str, phase: Phase) -> NewEvent {
     NewEvent {
+        key: None,
         event_type: EventType::Motion,
         camera_id: camera.to_string(),
         timestamp: chrono::Utc::now(),

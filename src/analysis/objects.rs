@@ -15,6 +15,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tracing::warn;
 
+use super::plates::PlateStage;
+use crate::anpr::PlateReader;
 use crate::config::CameraConfig;
 use crate::detect::{Detection, Detector};
 use crate::events::{EventType, NewEvent};
@@ -59,23 +61,33 @@ pub struct ObjectStage {
     published: HashMap<u64, Published>,
     metrics: CameraMetrics,
     status: Arc<CameraStatus>,
+    plates: Option<PlateStage>,
 }
 
 impl ObjectStage {
-    /// The stage for `cam`; unknown labels are an error naming them.
+    /// The stage for `cam`, reading plates with `plates` if the camera has ANPR enabled; unknown
+    /// labels are an error naming them.
     pub fn new(
         cam: &CameraConfig,
         detector: Arc<Detector>,
+        plates: Option<Arc<PlateReader>>,
         metrics: CameraMetrics,
         status: Arc<CameraStatus>,
     ) -> Result<Self, String> {
+        let class_of = |label: &String| {
+            detector.class_of(label).ok_or_else(|| format!("camera {}: the detector has no label `{label}`", cam.id))
+        };
         let mut classes = HashMap::new();
         for label in &cam.detection.labels {
-            let id = detector
-                .class_of(label)
-                .ok_or_else(|| format!("camera {}: the detector has no label `{label}`", cam.id))?;
-            classes.insert(id, cam.detection.thresholds(label));
+            classes.insert(class_of(label)?, cam.detection.thresholds(label));
         }
+        let plates = match plates {
+            Some(reader) if cam.anpr.enabled => {
+                let vehicles = cam.anpr.labels.iter().map(class_of).collect::<Result<_, _>>()?;
+                Some(PlateStage::new(&cam.id, &cam.anpr, reader, vehicles)?)
+            }
+            _ => None,
+        };
         // Track ids stay unique across restarts: they start from the current time in ms.
         let first_id = Utc::now().timestamp_millis().max(1) as u64;
         Ok(Self {
@@ -88,6 +100,7 @@ impl ObjectStage {
             published: HashMap::new(),
             metrics,
             status,
+            plates,
         })
     }
 
@@ -102,11 +115,16 @@ impl ObjectStage {
             Some(due) if t - due < self.interval => due + self.interval,
             _ => t + self.interval,
         });
+        let mut events = match self.plates.as_mut().filter(|p| p.dedicated()) {
+            Some(plates) => plates.scan(frame, !motion.is_empty(), t),
+            None => Vec::new(),
+        };
         if motion.is_empty() && !self.tracker.has_moving() {
             // Nothing can have changed; only let stationary tracks age.
             let classes = &self.classes;
             let changes = self.tracker.update(&[], |c| threshold(classes, c), t);
-            return self.events(changes, frame, t);
+            events.extend(self.events(changes, frame, t));
+            return events;
         }
         let crop = self.crop(frame, motion, t);
         let started = std::time::Instant::now();
@@ -116,7 +134,7 @@ impl ObjectStage {
             Ok(found) => found,
             Err(e) => {
                 warn!("detection failed: {e}");
-                return Vec::new();
+                return events;
             }
         };
         self.metrics.detected.inc();
@@ -131,7 +149,7 @@ impl ObjectStage {
             .collect();
         let classes = &self.classes;
         let changes = self.tracker.update(&dets, |c| threshold(classes, c), t);
-        let mut events = self.events(changes, frame, t);
+        events.extend(self.events(changes, frame, t));
         events.extend(self.refresh(frame, t));
         events
     }
@@ -141,6 +159,11 @@ impl ObjectStage {
         let changes = self.tracker.drain();
         let mut events = Vec::new();
         for change in changes {
+            if let Change::Ended(track) = &change
+                && let Some(plates) = &mut self.plates
+            {
+                plates.forget(track.id);
+            }
             if let Change::Ended(track) = change
                 && let Some(p) = self.published.remove(&track.id)
             {
@@ -218,6 +241,9 @@ impl ObjectStage {
                     }
                 }
                 Change::Ended(track) => {
+                    if let Some(plates) = &mut self.plates {
+                        plates.forget(track.id);
+                    }
                     if let Some(p) = self.published.remove(&track.id) {
                         events.push(event("end", &track, &p, frame, Some(&p.best), None));
                     }
@@ -251,6 +277,9 @@ impl ObjectStage {
             } else if better && p.updates.len() < cap {
                 p.updates.push_back(t);
                 events.push(event("update", track, p, frame, Some(frame), Some("snapshot")));
+            }
+            if let Some(plates) = &mut self.plates {
+                events.extend(plates.vehicle(track.id, track.class, track.bbox, frame, t));
             }
         }
         events
@@ -286,6 +315,7 @@ fn event(
         data["reason"] = json!(reason);
     }
     NewEvent {
+        key: None,
         event_type: EventType::Tracking,
         camera_id: frame.camera.to_string(),
         timestamp: frame.wall,

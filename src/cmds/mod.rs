@@ -1,5 +1,7 @@
 //! One file per subcommand, each with `Args` and `run()`.
 
+pub mod anpr;
+pub mod bench;
 pub mod check_config;
 pub mod demo;
 pub mod run;

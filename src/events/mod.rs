@@ -61,6 +61,9 @@ pub struct NewEvent {
     pub snapshot: Option<Frame>,
     /// A region of the snapshot (`[x1, y1, x2, y2]`) also saved on its own, as `crop_path`.
     pub crop: Option<[u32; 4]>,
+    /// Events with the same key are one event: a later one replaces the saved row's data and
+    /// snapshot, and is published again under the same id (a plate read getting better).
+    pub key: Option<String>,
 }
 
 /// A saved event: exactly the JSON every consumer sees (channel, API, table).

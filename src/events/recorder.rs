@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 const JPEG_QUALITY: u8 = 85;
 /// Events held in memory while the database is unreachable.
 pub const BUFFER: usize = 2000;
+/// Event keys remembered for revisions (one per plate-read track); the oldest are forgotten.
+const KEYS: usize = 10_000;
 
 /// An event ready to save: its snapshot already encoded.
 struct Pending {
@@ -60,6 +62,7 @@ impl Recorder {
         let mut open = true;
         let mut wait = Duration::from_millis(100);
         let mut down = false;
+        let mut keys = Keys::default();
         while open || !pending.is_empty() {
             if pending.is_empty() {
                 match rx.recv().await {
@@ -72,8 +75,16 @@ impl Recorder {
             }
             let front = pending.front().expect("not empty");
             let snapshot = front.jpeg.as_deref().map(|full| (full, front.crop.as_deref()));
-            match self.store.save(&front.ev, snapshot, &self.snapshots_dir).await {
+            let revise = front.ev.key.as_deref().and_then(|k| keys.get(k));
+            let written = match revise {
+                Some(id) => self.store.revise(id, &front.ev, snapshot, &self.snapshots_dir).await,
+                None => self.store.save(&front.ev, snapshot, &self.snapshots_dir).await,
+            };
+            match written {
                 Ok((saved, snapshot_error)) => {
+                    if let Some(key) = &front.ev.key {
+                        keys.insert(key, saved.id);
+                    }
                     if let Some(e) = snapshot_error {
                         self.metrics.snapshot_errors.inc();
                         warn!(camera = %saved.camera_id, id = saved.id, "snapshot not written: {e}");
@@ -84,7 +95,7 @@ impl Recorder {
                     }
                     pending.pop_front();
                     wait = Duration::from_millis(100);
-                    self.handed_on(saved);
+                    self.handed_on(saved, revise.is_some());
                 }
                 Err(e) => {
                     self.metrics.db_errors.inc();
@@ -155,11 +166,37 @@ impl Recorder {
         pending.push_back(item);
     }
 
-    fn handed_on(&self, saved: Event) {
+    /// Pass a saved event on. A revision goes out through the outbox (the publisher's live path
+    /// only moves forward in id).
+    fn handed_on(&self, saved: Event, revised: bool) {
         self.metrics.event_saved(saved.event_type.as_str());
         let _ = self.live.send(saved.clone());
-        if self.to_publisher.try_send(saved).is_err() {
+        if revised || self.to_publisher.try_send(saved).is_err() {
             self.lagged.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Saved ids by event key, forgetting the oldest beyond [`KEYS`].
+#[derive(Default)]
+struct Keys {
+    ids: std::collections::HashMap<String, i64>,
+    order: VecDeque<String>,
+}
+
+impl Keys {
+    fn get(&self, key: &str) -> Option<i64> {
+        self.ids.get(key).copied()
+    }
+
+    fn insert(&mut self, key: &str, id: i64) {
+        if self.ids.insert(key.to_string(), id).is_none() {
+            self.order.push_back(key.to_string());
+            if self.order.len() > KEYS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use image::ExtendedColorType;
+use image::{ExtendedColorType, RgbImage};
 use image::codecs::jpeg::JpegEncoder;
 
 use crate::ingest::Frame;
@@ -26,8 +26,22 @@ pub enum SnapshotError {
 
 /// Encode the frame, or a `[x1, y1, x2, y2]` region of it, as a JPEG of the given quality (1–100).
 pub fn encode_jpeg(frame: &Frame, region: Option<[u32; 4]>, quality: u8) -> Result<Vec<u8>, SnapshotError> {
+    let rgb = frame_rgb(frame, region)?;
+    let mut jpeg = Vec::with_capacity(rgb.len() / 8);
+    JpegEncoder::new_with_quality(&mut jpeg, quality).encode(
+        rgb.as_raw(),
+        rgb.width(),
+        rgb.height(),
+        ExtendedColorType::Rgb8,
+    )?;
+    Ok(jpeg)
+}
+
+/// The frame, or a `[x1, y1, x2, y2]` region of it, as packed RGB (converting only that region).
+pub fn frame_rgb(frame: &Frame, region: Option<[u32; 4]>) -> Result<RgbImage, SnapshotError> {
     let [x1, y1, x2, y2] = region.unwrap_or([0, 0, frame.width(), frame.height()]);
     let (x2, y2) = (x2.min(frame.width()), y2.min(frame.height()));
+    let (x1, y1) = (x1.min(x2.saturating_sub(1)), y1.min(y2.saturating_sub(1)));
     let (w, h) = (x2.saturating_sub(x1).max(1), y2.saturating_sub(y1).max(1));
     let conv = |e: &dyn std::fmt::Display| SnapshotError::Convert(e.to_string());
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
@@ -55,9 +69,7 @@ pub fn encode_jpeg(frame: &Frame, region: Option<[u32; 4]>, quality: u8) -> Resu
     } else {
         data.chunks(stride).take(h as usize).flat_map(|line| &line[..row]).copied().collect()
     };
-    let mut jpeg = Vec::with_capacity(row * h as usize / 8);
-    JpegEncoder::new_with_quality(&mut jpeg, quality).encode(&rgb, w, h, ExtendedColorType::Rgb8)?;
-    Ok(jpeg)
+    RgbImage::from_raw(w, h, rgb).ok_or_else(|| conv(&"short output"))
 }
 
 /// `camera/YYYY-MM-DD/id.jpg` (or `id-crop.jpg`), relative to the snapshots directory.

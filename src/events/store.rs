@@ -83,24 +83,67 @@ impl Store {
         snapshot: Option<(&[u8], Option<&[u8]>)>,
         snapshots_dir: &Path,
     ) -> Result<(Event, Option<std::io::Error>), StoreError> {
-        let created_at = Utc::now();
+        self.write(None, ev, snapshot, snapshots_dir).await
+    }
+
+    /// Replace saved event `id`'s time, data and snapshot with `ev`'s, and mark it unpublished so
+    /// the outbox sends it again under the same id.
+    pub async fn revise(
+        &self,
+        id: i64,
+        ev: &NewEvent,
+        snapshot: Option<(&[u8], Option<&[u8]>)>,
+        snapshots_dir: &Path,
+    ) -> Result<(Event, Option<std::io::Error>), StoreError> {
+        self.write(Some(id), ev, snapshot, snapshots_dir).await
+    }
+
+    async fn write(
+        &self,
+        revise: Option<i64>,
+        ev: &NewEvent,
+        snapshot: Option<(&[u8], Option<&[u8]>)>,
+        snapshots_dir: &Path,
+    ) -> Result<(Event, Option<std::io::Error>), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(ev.event_type.as_str())
-        .bind(&ev.camera_id)
-        .bind(format_ts(&ev.timestamp))
-        .bind(ev.frame_number)
-        .bind(ev.data.to_string())
-        .bind(format_ts(&created_at))
-        .bind(ev.data["label"].as_str())
-        .bind(ev.data["plate"].as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+        let (id, created_at, old_snapshot): (i64, String, Option<String>) = match revise {
+            None => {
+                let created_at = format_ts(&Utc::now());
+                let id = sqlx::query_scalar(
+                    "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                )
+                .bind(ev.event_type.as_str())
+                .bind(&ev.camera_id)
+                .bind(format_ts(&ev.timestamp))
+                .bind(ev.frame_number)
+                .bind(ev.data.to_string())
+                .bind(&created_at)
+                .bind(ev.data["label"].as_str())
+                .bind(ev.data["plate"].as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, created_at, None)
+            }
+            Some(id) => {
+                let row = sqlx::query(
+                    "UPDATE events SET timestamp = $1, frame_number = $2, event_data = $3, label = $4, plate = $5, \
+                     published = FALSE WHERE id = $6 RETURNING created_at, snapshot_path",
+                )
+                .bind(format_ts(&ev.timestamp))
+                .bind(ev.frame_number)
+                .bind(ev.data.to_string())
+                .bind(ev.data["label"].as_str())
+                .bind(ev.data["plate"].as_str())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                (id, row.try_get("created_at")?, row.try_get("snapshot_path")?)
+            }
+        };
+        let created_at = parse_ts(&created_at).unwrap_or_else(|_| Utc::now());
         let mut data = ev.data.clone();
-        let mut snapshot_path = None;
+        let mut snapshot_path = old_snapshot;
         let mut snapshot_error = None;
         if let Some((full, crop)) = snapshot {
             let rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id, false);
@@ -138,7 +181,7 @@ impl Store {
             frame_number: ev.frame_number,
             snapshot_path,
             event_data: data,
-            created_at: parse_ts(&format_ts(&created_at)).unwrap_or(created_at),
+            created_at,
         };
         Ok((event, snapshot_error))
     }

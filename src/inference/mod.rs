@@ -157,9 +157,22 @@ impl Batcher {
 
     /// Run one item (`shape` without the batch dimension) and wait for its output.
     pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Output, InferenceError> {
-        let (reply, rx) = mpsc::sync_channel(1);
-        self.tx.send(Request { shape: shape.to_vec(), data, reply }).map_err(|_| InferenceError::Stopped)?;
-        rx.recv().map_err(|_| InferenceError::Stopped)?
+        self.infer_many(vec![(shape.to_vec(), data)]).pop().unwrap_or(Err(InferenceError::Stopped))
+    }
+
+    /// Submit several items at once (so they can share calls) and wait for all, in order.
+    pub fn infer_many(&self, items: Vec<(Vec<usize>, Vec<f32>)>) -> Vec<Result<Output, InferenceError>> {
+        let pending: Vec<_> = items
+            .into_iter()
+            .map(|(shape, data)| {
+                let (reply, rx) = mpsc::sync_channel(1);
+                self.tx.send(Request { shape, data, reply }).map(|_| rx)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|rx| rx.map_err(|_| InferenceError::Stopped)?.recv().map_err(|_| InferenceError::Stopped)?)
+            .collect()
     }
 }
 

@@ -1,0 +1,108 @@
+//! Per-track consensus: several reads of one vehicle's plate vote per character position,
+//! weighted by the recogniser's confidence.
+
+use super::plate::PlateText;
+
+/// The result of a vote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Voted {
+    pub plate: String,
+    /// Mean over positions of the winning character's weight divided by the reads that voted.
+    pub confidence: f32,
+    /// Reads that voted (those of the winning length).
+    pub reads: usize,
+}
+
+/// The reads of one track so far.
+#[derive(Debug, Clone, Default)]
+pub struct Consensus {
+    reads: Vec<PlateText>,
+}
+
+impl Consensus {
+    /// Add one read.
+    pub fn add(&mut self, read: PlateText) {
+        self.reads.push(read);
+    }
+
+    /// How many reads were added.
+    pub fn len(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// Whether no read was added.
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty()
+    }
+
+    /// The best single read (highest confidence).
+    pub fn best(&self) -> Option<&PlateText> {
+        self.reads.iter().max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+    }
+
+    /// Vote: the length with the most confidence behind it wins, then each position takes the
+    /// character with the most confidence summed over the reads of that length.
+    pub fn vote(&self) -> Option<Voted> {
+        let mut by_len: Vec<(usize, f32)> = Vec::new();
+        for r in &self.reads {
+            match by_len.iter_mut().find(|(n, _)| *n == r.text.len()) {
+                Some((_, w)) => *w += r.confidence,
+                None => by_len.push((r.text.len(), r.confidence)),
+            }
+        }
+        let (len, _) = by_len.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let group: Vec<&PlateText> = self.reads.iter().filter(|r| r.text.len() == len).collect();
+        let mut plate = String::with_capacity(len);
+        let mut total = 0.0;
+        for i in 0..len {
+            let mut weights: Vec<(char, f32)> = Vec::new();
+            for r in &group {
+                let ch = r.text.as_bytes()[i] as char;
+                let p = r.probs.get(i).copied().unwrap_or(r.confidence);
+                match weights.iter_mut().find(|(c, _)| *c == ch) {
+                    Some((_, w)) => *w += p,
+                    None => weights.push((ch, p)),
+                }
+            }
+            let (ch, w) = weights.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+            plate.push(ch);
+            total += w / group.len() as f32;
+        }
+        Some(Voted { plate, confidence: total / len as f32, reads: group.len() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, p: f32) -> PlateText {
+        PlateText {
+            text: text.into(),
+            probs: vec![p; text.len()],
+            raw: text.into(),
+            confidence: p,
+            likeness: p,
+            formatted: false,
+        }
+    }
+
+    #[test]
+    fn positions_vote_by_confidence_and_odd_lengths_drop_out() {
+        let mut c = Consensus::default();
+        for r in [read("RK755AJ", 0.9), read("RK7S5AJ", 0.6), read("RK755AJ", 0.8), read("K755AJ", 0.95)] {
+            c.add(r);
+        }
+        let v = c.vote().unwrap();
+        assert_eq!(v.plate, "RK755AJ");
+        assert_eq!(v.reads, 3);
+        // Position 3 is split 1.7 to 0.6 over three reads; the rest agree.
+        assert!(v.confidence < 0.77 && v.confidence > 0.7, "{}", v.confidence);
+        assert_eq!(c.best().unwrap().text, "K755AJ");
+    }
+
+    #[test]
+    fn no_reads_no_vote() {
+        assert!(Consensus::default().vote().is_none());
+    }
+}

@@ -1,0 +1,213 @@
+//! ANPR: find plates (text detection inside a vehicle box or the whole frame), straighten them,
+//! read them (CTC recognition), and choose the plate among the lines ([`plate`]). Reads of one
+//! vehicle track are combined by [`consensus`].
+//!
+//! Both models run through the shared inference service, so every camera's plate reads batch
+//! together.
+
+pub mod consensus;
+pub mod ctc;
+pub mod plate;
+pub mod still;
+pub mod textdet;
+
+use std::sync::Arc;
+
+use image::{GenericImageView, RgbImage, imageops};
+
+use crate::config::{InferenceConfig, ModelsConfig};
+use crate::inference::manifest::Manifest;
+use crate::inference::{Batcher, InferenceError, Runtime};
+use crate::metrics::Metrics;
+use ctc::Alphabet;
+use plate::{Formats, PlateText};
+use textdet::{DbParams, Quad};
+
+/// Recogniser input height and the narrowest input width (PP-OCR's 48 × 320).
+const REC_HEIGHT: u32 = 48;
+const REC_MIN_WIDTH: u32 = 320;
+/// The detector sees the searched region with its shorter side at least this (small plates in a
+/// vehicle box need the upscaling) and its longer side at most the other.
+const DET_MIN_SIDE: u32 = 640;
+const DET_MAX_SIDE: u32 = 1280;
+/// Text lines read per region, largest first; a vehicle rarely carries more that matter.
+const MAX_LINES: usize = 12;
+
+/// One plate read in an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateRead {
+    pub text: PlateText,
+    /// The plate's outline, in image pixels.
+    pub quad: Quad,
+}
+
+impl PlateRead {
+    /// The axis-aligned plate box `[x1, y1, x2, y2]`.
+    pub fn bbox(&self) -> [f32; 4] {
+        self.quad.bbox()
+    }
+}
+
+/// The text detector and recogniser; shared by every camera.
+pub struct PlateReader {
+    det: Batcher,
+    rec: Batcher,
+    alphabet: Alphabet,
+    classes: usize,
+}
+
+impl PlateReader {
+    /// Load the `text-detect` and `text-recognise` models named in the manifest.
+    pub fn load(
+        models: &ModelsConfig,
+        runtime: &Runtime,
+        inference: &InferenceConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InferenceError> {
+        let manifest = Manifest::load(models)?;
+        let find = |task: &str| {
+            manifest.models.iter().find(|m| m.task == task).ok_or_else(|| InferenceError::Model {
+                path: manifest.dir.join("manifest.toml").display().to_string(),
+                reason: format!("no `{task}` model"),
+            })
+        };
+        let (det_entry, rec_entry) = (find("text-detect")?, find("text-recognise")?);
+        let det = runtime.session(&manifest.path(&det_entry.file))?;
+        let rec_path = manifest.path(&rec_entry.file);
+        let rec = runtime.session(&rec_path)?;
+        let err = |reason: String| InferenceError::Model { path: rec_path.display().to_string(), reason };
+        // PP-OCR exports carry their dictionary in the model metadata.
+        let dictionary = rec
+            .metadata()
+            .ok()
+            .and_then(|m| m.custom("character"))
+            .ok_or_else(|| err("no `character` dictionary in the model metadata".into()))?;
+        let alphabet = Alphabet::from_lines(&dictionary);
+        let classes = match rec.outputs().first().map(|o| o.dtype()) {
+            Some(ort::value::ValueType::Tensor { shape, .. }) => shape.last().copied().unwrap_or(-1),
+            _ => -1,
+        };
+        if classes != alphabet.classes() as i64 {
+            return Err(err(format!("outputs {classes} classes but its dictionary needs {}", alphabet.classes())));
+        }
+        Ok(Self {
+            det: Batcher::spawn(&det_entry.name, det, inference, metrics.clone()),
+            rec: Batcher::spawn(&rec_entry.name, rec, inference, metrics),
+            alphabet,
+            classes: classes as usize,
+        })
+    }
+
+    /// Plate candidates in `region` (`[x1, y1, x2, y2]`, default the whole image), most
+    /// plate-like first.
+    pub fn read(
+        &self,
+        image: &RgbImage,
+        region: Option<[u32; 4]>,
+        formats: &Formats,
+    ) -> Result<Vec<PlateRead>, InferenceError> {
+        let [x1, y1, x2, y2] = region.unwrap_or([0, 0, image.width(), image.height()]);
+        let (x2, y2) = (x2.min(image.width()), y2.min(image.height()));
+        if x2 <= x1 + 8 || y2 <= y1 + 8 {
+            return Ok(Vec::new());
+        }
+        let crop = image.view(x1, y1, x2 - x1, y2 - y1).to_image();
+        let quads = self.find_lines(&crop)?;
+        let offset = (x1 as f32, y1 as f32);
+        let quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
+        self.read_lines(image, &quads, formats)
+    }
+
+    /// Text lines in an image, as quads in its pixels, the largest first.
+    fn find_lines(&self, image: &RgbImage) -> Result<Vec<Quad>, InferenceError> {
+        let (w, h) = textdet::input_size(image.width(), image.height(), DET_MIN_SIDE, DET_MAX_SIDE);
+        let out = self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, (w, h)))?;
+        let (mh, mw) = match out.shape.as_slice() {
+            [1, mh, mw] => (*mh, *mw),
+            other => return Err(InferenceError::Run(format!("text detector output {other:?}"))),
+        };
+        let scale = (image.width() as f32 / mw as f32, image.height() as f32 / mh as f32);
+        let mut quads: Vec<Quad> = textdet::regions(&out.data, mw, mh, &DbParams::default())
+            .into_iter()
+            .map(|(q, _)| q.map(scale, (0.0, 0.0)))
+            .collect();
+        quads.sort_by(|a, b| (b.size().0 * b.size().1).total_cmp(&(a.size().0 * a.size().1)));
+        quads.truncate(MAX_LINES);
+        Ok(quads)
+    }
+
+    /// Recognise each quad and judge it as a plate; the most plate-like first.
+    fn read_lines(
+        &self,
+        image: &RgbImage,
+        quads: &[Quad],
+        formats: &Formats,
+    ) -> Result<Vec<PlateRead>, InferenceError> {
+        let mut items = Vec::new();
+        let mut kept = Vec::new();
+        for quad in quads {
+            let Some(line) = textdet::warp(image, quad) else { continue };
+            let line = trim_bands(&line);
+            let (width, tensor) = rec_tensor(&line);
+            items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
+            kept.push((*quad, line.width() as f32 / line.height().max(1) as f32));
+        }
+        let mut reads = Vec::new();
+        for ((quad, aspect), out) in kept.into_iter().zip(self.rec.infer_many(items)) {
+            let out = out?;
+            let chars = self.alphabet.decode(&out.data, self.classes);
+            if let Some(text) = plate::judge(&chars, aspect, formats) {
+                reads.push(PlateRead { text, quad });
+            }
+        }
+        reads.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
+        Ok(reads)
+    }
+}
+
+/// The recogniser input for a line: 48 px high, aspect kept, padded right to at least 320.
+fn rec_tensor(line: &RgbImage) -> (u32, Vec<f32>) {
+    let aspect = line.width() as f32 / line.height().max(1) as f32;
+    let w = ((REC_HEIGHT as f32 * aspect).ceil() as u32).clamp(8, 4 * REC_MIN_WIDTH);
+    let width = w.max(REC_MIN_WIDTH).div_ceil(8) * 8;
+    let resized = imageops::resize(line, w, REC_HEIGHT, imageops::FilterType::Triangle);
+    (width, textdet::planar_bgr(&resized, width as usize))
+}
+
+/// Cut the blue country bands (EU strip, Italian year band) off a straightened plate, so their
+/// letters are not read as part of the number.
+fn trim_bands(line: &RgbImage) -> RgbImage {
+    let (w, h) = line.dimensions();
+    if w < 40 || h < 8 {
+        return line.clone();
+    }
+    let blue_column = |x: u32| {
+        let blue = (h / 5..h - h / 5)
+            .filter(|&y| {
+                let [r, g, b] = line.get_pixel(x, y).0.map(i32::from);
+                b > 70 && b > r + 35 && b > g + 10
+            })
+            .count();
+        blue as u32 * 2 >= h - 2 * (h / 5)
+    };
+    let limit = w / 5;
+    let edge = |columns: &mut dyn Iterator<Item = u32>| {
+        let mut run = 0;
+        let mut started = false;
+        for (i, x) in columns.enumerate() {
+            if blue_column(x) {
+                started = true;
+                run = i as u32 + 1;
+            } else if started || i as u32 > w / 25 {
+                break;
+            }
+        }
+        if run >= w / 30 && run <= limit { run } else { 0 }
+    };
+    let left = edge(&mut (0..w));
+    let right = edge(&mut (0..w).rev());
+    if left == 0 && right == 0 {
+        return line.clone();
+    }
+    line.view(left, 0, w - left - right, h).to_image()
+}

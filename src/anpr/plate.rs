@@ -1,0 +1,332 @@
+//! Plate logic: from recognised text lines to a plate. Normalisation, plate-likeness, format
+//! rules with positional confusion fixes, and known plates.
+
+use regex::{Regex, RegexSet};
+
+use super::ctc::Char;
+
+/// Upper-case A–Z and 0–9 only.
+pub fn normalise(text: &str) -> String {
+    text.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// Built-in formats by country, and regions as lists of countries.
+const PRESETS: &[(&str, &[&str])] = &[
+    ("it", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
+    ("fr", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
+    ("hr", &["[A-Z]{2}[0-9]{3,4}[A-Z]{1,2}"]),
+    ("es", &["[0-9]{4}[A-Z]{3}"]),
+    ("gb", &["[A-Z]{2}[0-9]{2}[A-Z]{3}"]),
+    ("de", &["[A-Z]{1,3}[A-Z]{1,2}[0-9]{1,4}[EH]?"]),
+    ("cz", &["[0-9][A-Z][0-9A-Z][0-9]{4}", "[A-Z]{3}[0-9]{4}"]),
+    ("pl", &["[A-Z]{2}[0-9]{5}", "[A-Z]{2}[0-9]{4}[A-Z]", "[A-Z]{2}[0-9]{3}[A-Z]{2}", "[A-Z]{3}[0-9]{4,5}"]),
+    ("br", &["[A-Z]{3}[0-9]{4}", "[A-Z]{3}[0-9][A-Z][0-9]{2}"]),
+    ("eu", &["it", "fr", "hr", "es", "gb", "de", "cz", "pl"]),
+];
+
+/// Letters a recogniser mistakes for digits and back; only swapped when a format needs it.
+const CONFUSIONS: &[(char, char)] = &[
+    ('O', '0'),
+    ('D', '0'),
+    ('Q', '0'),
+    ('I', '1'),
+    ('B', '8'),
+    ('S', '5'),
+    ('Z', '2'),
+    ('G', '6'),
+    ('A', '4'),
+    ('T', '7'),
+];
+/// Characters a fit may drop (an emblem or sticker read as a character, a band letter).
+const MAX_DROPS: usize = 2;
+/// The cost of dropping a character on top of its log-probability over the blank's.
+const DROP_COST: f32 = 1.5;
+/// The cost of a twin other than a character's first (0 is far more often O than D or Q).
+const RARE_TWIN_COST: f32 = 1.0;
+/// A fit dearer than this (in log-probability) is not believed: the text is not that format.
+/// One sure character may change; a sure character may not be dropped.
+const MAX_FIT_COST: f32 = 10.0;
+/// The floor for probabilities in costs.
+const P_FLOOR: f32 = 1e-4;
+
+/// What else a character may be taken for: its letter or digit twins, with their extra cost.
+fn twins(c: char) -> impl Iterator<Item = (char, f32)> {
+    CONFUSIONS
+        .iter()
+        .filter_map(move |&(l, d)| if c == l { Some(d) } else if c == d { Some(l) } else { None })
+        .enumerate()
+        .map(|(i, t)| (t, if i == 0 { 0.0 } else { RARE_TWIN_COST }))
+}
+
+/// A camera's plate formats, anchored regular expressions over normalised text.
+#[derive(Debug, Clone, Default)]
+pub struct Formats(Option<RegexSet>);
+
+impl Formats {
+    /// Compile a format list: regular expressions, country codes or regions (see `PRESETS`).
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        fn expand(item: &str, out: &mut Vec<String>) {
+            match PRESETS.iter().find(|(name, _)| *name == item) {
+                Some((_, items)) => items.iter().for_each(|i| expand(i, out)),
+                None => out.push(format!("^(?:{item})$")),
+            }
+        }
+        let mut patterns = Vec::new();
+        for item in list {
+            let mut own = Vec::new();
+            expand(item, &mut own);
+            for p in &own {
+                Regex::new(p).map_err(|e| format!("plate format `{item}`: {e}"))?;
+            }
+            patterns.extend(own);
+        }
+        if patterns.is_empty() {
+            return Ok(Self(None));
+        }
+        RegexSet::new(&patterns).map(|s| Self(Some(s))).map_err(|e| e.to_string())
+    }
+
+    /// Whether no format is configured (every plausible text is accepted as read).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The most likely variant of `chars` that fits a format: confusable characters swapped and
+    /// up to two characters dropped, each change costing the log-probability it gives up.
+    pub fn fit(&self, chars: &[Char]) -> Option<Vec<Char>> {
+        let set = self.0.as_ref()?;
+        if chars.len() > 10 {
+            return None;
+        }
+        let ln = |p: f32| p.max(P_FLOOR).ln();
+        let mut best: Option<(f32, Vec<Char>)> = None;
+        for drops in 0..=MAX_DROPS.min(chars.len()) {
+            for dropped in combinations(chars.len(), drops) {
+                let base: f32 = dropped.iter().map(|&i| DROP_COST + ln(chars[i].prob) - ln(chars[i].blank)).sum();
+                let kept: Vec<Char> =
+                    chars.iter().enumerate().filter(|(i, _)| !dropped.contains(i)).map(|(_, c)| *c).collect();
+                // Each position: the character as read, or one of its twins at its own cost.
+                let options: Vec<Vec<(char, f32)>> = kept
+                    .iter()
+                    .map(|c| {
+                        std::iter::once((c.ch, 0.0))
+                            .chain(twins(c.ch).map(|(t, extra)| (t, extra + ln(c.prob) - ln(c.prob_of(t)))))
+                            .collect()
+                    })
+                    .collect();
+                let limit = best.as_ref().map_or(MAX_FIT_COST, |b| b.0);
+                if let Some((cost, text)) = cheapest_match(set, &options, base, limit) {
+                    let mut variant = kept;
+                    for (c, t) in variant.iter_mut().zip(text.chars()) {
+                        if c.ch != t {
+                            c.prob = c.prob_of(t);
+                            c.ch = t;
+                        }
+                    }
+                    best = Some((cost, variant));
+                }
+            }
+        }
+        best.map(|(_, v)| v)
+    }
+}
+
+/// All ways to choose `k` of `n` indices.
+fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
+    if k == 0 {
+        return vec![Vec::new()];
+    }
+    (0..n)
+        .flat_map(|first| {
+            combinations(n, k - 1).into_iter().filter(move |rest| rest.first().is_none_or(|&r| r > first)).map(
+                move |mut rest| {
+                    rest.insert(0, first);
+                    rest
+                },
+            )
+        })
+        .collect()
+}
+
+/// The cheapest text (below `limit`) spelled by one option per position that a format matches.
+fn cheapest_match(set: &RegexSet, options: &[Vec<(char, f32)>], base: f32, limit: f32) -> Option<(f32, String)> {
+    let mut best: Option<(f32, String)> = None;
+    let mut pick = vec![0usize; options.len()];
+    loop {
+        let cost = base + pick.iter().zip(options).map(|(&i, o)| o[i].1).sum::<f32>();
+        if cost < best.as_ref().map_or(limit, |b| b.0) {
+            let text: String = pick.iter().zip(options).map(|(&i, o)| o[i].0).collect();
+            if set.is_match(&text) {
+                best = Some((cost, text));
+            }
+        }
+        // Next combination, odometer-style.
+        let mut pos = 0;
+        loop {
+            if pos == options.len() {
+                return best;
+            }
+            pick[pos] += 1;
+            if pick[pos] < options[pos].len() {
+                break;
+            }
+            pick[pos] = 0;
+            pos += 1;
+        }
+    }
+}
+
+/// A plate read from one text line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateText {
+    /// Normalised, format-fixed text.
+    pub text: String,
+    /// Per-character probabilities, aligned with `text`.
+    pub probs: Vec<f32>,
+    /// The recogniser's text before normalisation.
+    pub raw: String,
+    /// Mean character probability.
+    pub confidence: f32,
+    /// How plate-like the line is; higher is better, used to choose among lines.
+    pub likeness: f32,
+    /// Whether a configured format matched.
+    pub formatted: bool,
+}
+
+/// Judge a recognised line (`aspect` is its width over height) as a plate candidate.
+pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText> {
+    let raw: String = chars.iter().map(|c| c.ch).collect();
+    // Plates are upper case: a lone lower-case letter among capitals is an emblem or a smudge.
+    let lower = chars.iter().filter(|c| c.ch.is_ascii_lowercase()).count();
+    let upper = chars.iter().filter(|c| c.ch.is_ascii_uppercase()).count();
+    let drop_lower = lower > 0 && upper >= 3 * lower;
+    let kept: Vec<Char> = chars
+        .iter()
+        .filter(|c| c.ch.is_ascii_alphanumeric() && !(drop_lower && c.ch.is_ascii_lowercase()))
+        .map(|c| Char { ch: c.ch.to_ascii_uppercase(), ..*c })
+        .collect();
+    if !(4..=9).contains(&kept.len()) {
+        return None;
+    }
+    let fitted = if formats.is_empty() { None } else { formats.fit(&kept) };
+    let formatted = fitted.is_some();
+    let chars = fitted.unwrap_or(kept);
+    let text: String = chars.iter().map(|c| c.ch).collect();
+    let probs: Vec<f32> = chars.iter().map(|c| c.prob).collect();
+    let confidence = probs.iter().sum::<f32>() / probs.len() as f32;
+
+    let visible = raw.chars().filter(|c| !c.is_whitespace()).count().max(1) as f32;
+    // Slogans and dealer frames are words: lower case, punctuation, non-Latin script.
+    let junk = raw.chars().filter(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || " -.·:".contains(*c))).count();
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    let mut likeness = confidence - junk as f32 / visible;
+    likeness += match text.len() {
+        5..=8 => 0.0,
+        4 => -0.15,
+        _ => -0.3,
+    };
+    if digits == 0 || digits == text.len() {
+        likeness -= 0.1;
+    }
+    if !(1.5..=12.0).contains(&aspect) {
+        likeness -= 0.3;
+    }
+    if formatted {
+        likeness += 0.3;
+    } else if !formats.is_empty() {
+        likeness -= 0.2;
+    }
+    Some(PlateText { text, probs, raw, confidence, likeness, formatted })
+}
+
+/// Levenshtein distance between two short strings.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chars(text: &str, probs: &[f32]) -> Vec<Char> {
+        text.chars()
+            .zip(probs)
+            .enumerate()
+            .map(|(step, (ch, &prob))| Char { ch, prob, step, blank: 0.01, alts: [(' ', 0.0); 2] })
+            .collect()
+    }
+
+    #[test]
+    fn normalising_keeps_letters_and_digits_in_upper_case() {
+        assert_eq!(normalise("ab-12 3·Cd"), "AB123CD");
+    }
+
+    #[test]
+    fn a_format_fixes_only_the_positions_it_constrains() {
+        let f = Formats::parse(&["br".into()]).unwrap();
+        let text = |c: Vec<Char>| c.iter().map(|c| c.ch).collect::<String>();
+        // O in a digit position becomes 0; the letters stay.
+        assert_eq!(text(f.fit(&chars("ABCO123", &[0.9; 7])).unwrap()), "ABC0123");
+        // Mercosul: a digit last; the S there becomes 5.
+        assert_eq!(text(f.fit(&chars("ABC1B2S", &[0.9; 7])).unwrap()), "ABC1B25");
+        assert!(f.fit(&chars("ABCDEFG", &[0.9; 7])).is_none(), "no four digits to be had");
+        // Two sure characters would both have to change: not believed.
+        assert!(f.fit(&chars("ABCOI2S", &[0.99; 7])).is_none());
+    }
+
+    #[test]
+    fn a_runner_up_twin_is_cheaper_than_a_sure_one() {
+        let f = Formats::parse(&["hr".into(), "cz".into()]).unwrap();
+        let mut read = chars("RK896A0", &[0.99; 7]);
+        // The last 0 was nearly an O; the A was never a 4.
+        read[6].alts = [('O', 0.2), ('Q', 0.01)];
+        let fixed: String = f.fit(&read).unwrap().iter().map(|c| c.ch).collect();
+        assert_eq!(fixed, "RK896AO");
+    }
+
+    #[test]
+    fn an_unsure_extra_character_is_dropped_to_fit() {
+        let f = Formats::parse(&["cz".into()]).unwrap();
+        let mut read = chars("4B480262", &[0.97; 8]);
+        read[3].prob = 0.5;
+        read[3].blank = 0.4;
+        let fixed: String = f.fit(&read).unwrap().iter().map(|c| c.ch).collect();
+        assert_eq!(fixed, "4B40262");
+    }
+
+    #[test]
+    fn presets_and_bad_patterns() {
+        assert!(Formats::parse(&["eu".into(), "[A-Z]{3}[0-9]{3}".into()]).is_ok());
+        let err = Formats::parse(&["[A-Z".into()]).unwrap_err();
+        assert!(err.contains("[A-Z"), "{err}");
+    }
+
+    #[test]
+    fn words_score_below_plates() {
+        let f = Formats::default();
+        let plate = judge(&chars("RK 755-AJ", &[0.9; 9]), 4.0, &f).unwrap();
+        let slogan = judge(&chars("Autohaus", &[0.9; 8]), 4.0, &f).unwrap();
+        assert_eq!(plate.text, "RK755AJ");
+        assert!(plate.likeness > slogan.likeness + 0.5);
+        assert!(judge(&chars("AB", &[0.9; 2]), 3.0, &f).is_none());
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("RK755AJ", "RK755AJ"), 0);
+        assert_eq!(edit_distance("RK755AJ", "RK755A"), 1);
+        assert_eq!(edit_distance("RK755AJ", "RK7S5AJ"), 1);
+        assert_eq!(edit_distance("", "ABC"), 3);
+    }
+}

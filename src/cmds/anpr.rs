@@ -1,0 +1,112 @@
+//! `vigil anpr [--json] IMAGE…`: read plates in still images with the same plate logic as the
+//! cameras, and `vigil bench anpr` (its accuracy report) on top of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+use vigil::anpr::PlateReader;
+use vigil::anpr::plate::Formats;
+use vigil::anpr::still::StillReader;
+use vigil::config::{InferenceConfig, ModelsConfig};
+use vigil::detect::Detector;
+use vigil::inference::Runtime;
+use vigil::metrics::Metrics;
+
+/// Model and plate-logic options shared by `vigil anpr` and `vigil bench anpr`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Search the whole image instead of detected vehicles (an ANPR camera's view).
+    #[arg(long)]
+    dedicated: bool,
+    /// Plate format: a regular expression over A–Z0–9 or a preset (eu, br, us); repeatable.
+    #[arg(long = "format")]
+    formats: Vec<String>,
+    /// Plates below this confidence are not reported.
+    #[arg(long, default_value_t = 0.8)]
+    min_confidence: f32,
+    /// Models directory.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// One JSON line per image: {"file", "plates": [{"plate", "confidence", "box", "raw"}]}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: Options,
+    /// Images (JPEG or PNG).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+/// The loaded models.
+pub struct Models {
+    reader: PlateReader,
+    detector: Option<Detector>,
+    formats: Formats,
+    pub min_confidence: f32,
+}
+
+impl Models {
+    /// Load ONNX Runtime, the plate models and (unless dedicated) the vehicle detector.
+    pub fn load(options: &Options) -> anyhow::Result<Self> {
+        let inference = InferenceConfig::default();
+        let models = ModelsConfig { dir: options.models.clone(), ..ModelsConfig::default() };
+        let runtime = Runtime::load(&inference)?;
+        let metrics = Arc::new(Metrics::new());
+        let reader = PlateReader::load(&models, &runtime, &inference, metrics.clone())?;
+        let detector =
+            if options.dedicated { None } else { Some(Detector::load(&models, &runtime, &inference, metrics)?) };
+        let formats = Formats::parse(&options.formats).map_err(anyhow::Error::msg)?;
+        Ok(Self { reader, detector, formats, min_confidence: options.min_confidence })
+    }
+
+    /// Plates in one image file, best first, confident or not.
+    pub fn read(&self, path: &Path) -> anyhow::Result<Vec<vigil::anpr::PlateRead>> {
+        let image = image::open(path).with_context(|| format!("{}", path.display()))?.to_rgb8();
+        let vehicles = self.detector.as_ref().map(|d| {
+            let classes = vigil::config::AnprConfig::default().labels.iter().filter_map(|l| d.class_of(l)).collect();
+            (d, classes)
+        });
+        let still = StillReader { reader: &self.reader, vehicles, formats: &self.formats };
+        Ok(still.read(&image)?)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let models = Models::load(&args.options)?;
+    let mut failed = 0;
+    for path in &args.images {
+        let plates = match models.read(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed += 1;
+                continue;
+            }
+        };
+        let confident = plates.iter().filter(|p| p.text.confidence >= models.min_confidence);
+        if args.json {
+            let plates: Vec<_> = confident
+                .map(|p| {
+                    json!({
+                        "plate": p.text.text,
+                        "confidence": (p.text.confidence * 1000.0).round() / 1000.0,
+                        "box": p.bbox().map(|v| v.round()),
+                        "raw": p.text.raw,
+                    })
+                })
+                .collect();
+            println!("{}", json!({ "file": path.display().to_string(), "plates": plates }));
+        } else {
+            let list: Vec<String> = confident.map(|p| format!("{} ({:.2})", p.text.text, p.text.confidence)).collect();
+            println!("{}\t{}", path.display(), if list.is_empty() { "-".into() } else { list.join(" ") });
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} image(s) could not be read");
+    Ok(())
+}
