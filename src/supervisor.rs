@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::analysis::{self, objects::ObjectStage};
+use crate::anpr::PlateReader;
 use crate::api::{self, ApiState};
 use crate::channel::{self, Policy};
 use crate::config::{CameraConfig, Config, FullPolicy};
-use crate::anpr::PlateReader;
 use crate::detect::Detector;
 use crate::events::{EventType, NewEvent, Publisher, Recorder, Store, retention};
 use crate::inference::Runtime;

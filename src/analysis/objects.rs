@@ -84,7 +84,7 @@ impl ObjectStage {
         let plates = match plates {
             Some(reader) if cam.anpr.enabled => {
                 let vehicles = cam.anpr.labels.iter().map(class_of).collect::<Result<_, _>>()?;
-                Some(PlateStage::new(&cam.id, &cam.anpr, reader, vehicles)?)
+                Some(PlateStage::new(cam, reader, vehicles)?)
             }
             _ => None,
         };

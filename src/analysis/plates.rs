@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::json;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::plate::{Formats, edit_distance};
 use crate::anpr::{PlateRead, PlateReader};
-use crate::config::{AnprConfig, AnprMode, TrackerConfig};
+use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
 use crate::detect::Detection;
 use crate::events::{EventType, NewEvent, snapshot};
 use crate::geometry::iou;
@@ -26,6 +26,8 @@ const READ_GAP: f64 = 0.2;
 const CLOSER: f32 = 1.1;
 /// Vehicle boxes are read with this margin, as a fraction of their size.
 const MARGIN: f32 = 0.05;
+/// Seconds between whole-frame reads of a dedicated camera with nothing moving or in view.
+const IDLE_SCAN: f64 = 1.0;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
 const BETTER: f32 = 0.02;
 
@@ -52,24 +54,29 @@ pub struct PlateStage {
     tracks: HashMap<u64, PlateTrack>,
     /// Dedicated mode: plates tracked as objects of their own.
     plate_tracker: Option<Tracker>,
+    last_scan: f64,
 }
 
 impl PlateStage {
     /// The stage for a camera; `vehicles` are the class ids of `cfg.labels`.
-    pub fn new(camera: &str, cfg: &AnprConfig, reader: Arc<PlateReader>, vehicles: Vec<usize>) -> Result<Self, String> {
+    pub fn new(camera: &CameraConfig, reader: Arc<PlateReader>, vehicles: Vec<usize>) -> Result<Self, String> {
+        let cfg = &camera.anpr;
         let formats = Formats::parse(&cfg.formats)?;
         let plate_tracker = (cfg.mode == AnprMode::Dedicated).then(|| {
-            let tracker = TrackerConfig { min_hits: 1, ..TrackerConfig::default() };
+            // Plates pass through the view: one read starts a track, and a plate never counts as
+            // parked (which would let it outlive a gap and take over the next car's plate).
+            let tracker = TrackerConfig { min_hits: 1, stationary_motion: -1.0, ..camera.tracker.clone() };
             Tracker::new(&tracker, chrono::Utc::now().timestamp_millis().max(1) as u64)
         });
         Ok(Self {
             cfg: cfg.clone(),
-            camera: camera.to_string(),
+            camera: camera.id.clone(),
             reader,
             formats,
             vehicles,
             tracks: HashMap::new(),
             plate_tracker,
+            last_scan: f64::NEG_INFINITY,
         })
     }
 
@@ -100,7 +107,9 @@ impl PlateStage {
             ((bbox[2] + mx).max(0.0) as u32).min(frame.width()),
             ((bbox[3] + my).max(0.0) as u32).min(frame.height()),
         ];
-        let read = self.read(frame, Some(region))?.into_iter().next()?;
+        let reads = self.read(frame, Some(region))?;
+        debug!(track_id, read = ?reads.first().map(|r| (&r.text.text, r.text.confidence)), "plate read");
+        let read = reads.into_iter().next()?;
         self.vote(track_id, read, bbox, frame)
     }
 
@@ -108,10 +117,14 @@ impl PlateStage {
     /// return the events of the plate tracks whose vote is new or better.
     pub fn scan(&mut self, frame: &Frame, moving: bool, t: f64) -> Vec<NewEvent> {
         let Some(tracker) = &self.plate_tracker else { return Vec::new() };
-        if !moving && tracker.tracks().is_empty() {
+        // Without motion or plates in view, look only once a second: motion can miss a car that
+        // stopped in the lane, or one that arrived between the frames analysis kept.
+        if !moving && tracker.tracks().is_empty() && t - self.last_scan < IDLE_SCAN {
             return Vec::new();
         }
+        self.last_scan = t;
         let reads = self.read(frame, None).unwrap_or_default();
+        debug!(reads = ?reads.iter().map(|r| (&r.text.text, r.text.confidence)).collect::<Vec<_>>(), "plates in frame");
         let dets: Vec<Detection> =
             reads.iter().map(|r| Detection { class: 0, score: r.text.confidence, bbox: r.bbox() }).collect();
         let tracker = self.plate_tracker.as_mut().expect("dedicated");
@@ -161,10 +174,20 @@ impl PlateStage {
         Some(
             reads
                 .into_iter()
-                .filter(|r| r.text.confidence >= READ_FLOOR)
+                .filter(|r| r.text.confidence >= READ_FLOOR && self.plate_like(&r.text))
                 .map(|r| PlateRead { quad: r.quad.map((1.0, 1.0), offset), ..r })
                 .collect(),
         )
+    }
+
+    /// Whether a read may be a plate on a live camera: it fits a configured format, or (without
+    /// formats) has both letters and digits; a model name or a slogan must not become a plate.
+    fn plate_like(&self, text: &crate::anpr::plate::PlateText) -> bool {
+        if self.formats.is_empty() {
+            text.text.chars().any(|c| c.is_ascii_digit()) && text.text.chars().any(|c| c.is_ascii_uppercase())
+        } else {
+            text.formatted
+        }
     }
 
     /// Add a read to a track's vote; the event when the vote is confident and new or better.
@@ -198,11 +221,10 @@ impl PlateStage {
             "plate_box": round(best.bbox()),
             "vehicle_box": round(*vehicle_box),
         });
-        if let Some(k) = self
-            .cfg
-            .known
-            .iter()
-            .find(|k| edit_distance(&crate::anpr::plate::normalise(&k.plate), &voted.plate) <= self.cfg.known_distance)
+        if let Some(k) =
+            self.cfg.known.iter().find(|k| {
+                edit_distance(&crate::anpr::plate::normalise(&k.plate), &voted.plate) <= self.cfg.known_distance
+            })
         {
             data["known"] = json!({ "name": k.name, "plate": k.plate });
         }

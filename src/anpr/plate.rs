@@ -53,7 +53,15 @@ const P_FLOOR: f32 = 1e-4;
 fn twins(c: char) -> impl Iterator<Item = (char, f32)> {
     CONFUSIONS
         .iter()
-        .filter_map(move |&(l, d)| if c == l { Some(d) } else if c == d { Some(l) } else { None })
+        .filter_map(move |&(l, d)| {
+            if c == l {
+                Some(d)
+            } else if c == d {
+                Some(l)
+            } else {
+                None
+            }
+        })
         .enumerate()
         .map(|(i, t)| (t, if i == 0 { 0.0 } else { RARE_TWIN_COST }))
 }

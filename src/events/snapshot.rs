@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use image::{ExtendedColorType, RgbImage};
 use image::codecs::jpeg::JpegEncoder;
+use image::{ExtendedColorType, RgbImage};
 
 use crate::ingest::Frame;
 
