@@ -55,3 +55,55 @@ async fn an_unwritable_snapshot_dir_still_saves_the_event() {
     assert!(err.is_some());
     assert_eq!(store.get(ev.id).await.unwrap().unwrap().snapshot_path, None);
 }
+
+/// A plate vote that gets better: the recorder rewrites the row under the same id (plate column
+/// included), marks it unpublished again, and tells the publisher to go through the outbox.
+#[tokio::test]
+async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use vigil::events::Recorder;
+    use vigil::metrics::Metrics;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+    let (to_publisher, mut handed) = tokio::sync::mpsc::channel(16);
+    let lagged = Arc::new(AtomicBool::new(false));
+    let recorder = Recorder {
+        store: store.clone(),
+        snapshots_dir: dir.path().join("snaps"),
+        metrics: Arc::new(Metrics::new()),
+        to_publisher,
+        lagged: lagged.clone(),
+        live: tokio::sync::broadcast::channel(16).0,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(recorder.run(rx));
+    let plate = |text: &str, key: &str| NewEvent {
+        key: Some(key.into()),
+        event_type: EventType::Anpr,
+        data: serde_json::json!({"plate": text, "track_id": 1}),
+        ..event("gate-1", 0)
+    };
+    tx.send(plate("AB123CO", "anpr:gate-1:1")).await.unwrap();
+    let first = handed.recv().await.unwrap();
+    store.mark_published(&[first.id]).await.unwrap();
+    tx.send(plate("AB123CD", "anpr:gate-1:1")).await.unwrap();
+    tx.send(plate("XY987ZZ", "anpr:gate-1:2")).await.unwrap();
+    drop(tx);
+    task.await.unwrap();
+
+    let rows = store.after(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0].id, first.id);
+    assert_eq!(rows[0].event_data["plate"], "AB123CD");
+    assert_eq!(rows[0].created_at, first.created_at);
+    let unpublished: Vec<i64> = store.unpublished(10).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(unpublished, vec![rows[0].id, rows[1].id], "the revision goes out again");
+    assert!(lagged.load(Ordering::Acquire), "revisions take the outbox path");
+    let q = vigil::events::EventQuery {
+        plate: Some(vigil::events::PlateMatch::Exact("AB123CD".into())),
+        ..vigil::events::EventQuery::default()
+    };
+    assert_eq!(store.list(&q).await.unwrap().len(), 1, "the plate column follows the revision");
+}
