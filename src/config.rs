@@ -25,7 +25,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct Config {
 }
 
 /// `[database]`: where events are stored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://FILE` (created if missing) or `postgres://user:pass@host/db`. Default `sqlite://vigil.db`.
@@ -64,7 +64,7 @@ fn default_db_url() -> String {
 }
 
 /// `[redis]`: where events are published.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// Default `redis://127.0.0.1:6379`.
@@ -107,7 +107,7 @@ fn default_stream_maxlen() -> u64 {
 }
 
 /// `[storage]`: snapshots on disk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Directory for JPEG snapshots; paths in events are relative to it. Default `snapshots`.
@@ -129,7 +129,7 @@ fn default_snapshots_dir() -> PathBuf {
 }
 
 /// `[server]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Default `127.0.0.1:8080`.
@@ -151,7 +151,7 @@ fn default_listen() -> String {
 }
 
 /// `[models]`: where setup put the ONNX files, and which of `manifest.toml`'s models to use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
     /// Default `models`.
@@ -176,7 +176,7 @@ fn default_detector() -> String {
 }
 
 /// `[inference]`: ONNX Runtime and the shared, batching inference service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
     /// Path of `libonnxruntime.so`. Default: `$ORT_DYLIB_PATH`, else the copy scripts/setup installs.
@@ -235,12 +235,14 @@ pub enum Provider {
 }
 
 /// One `[[cameras]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
-    /// Unique id: letters, digits, `-` and `_`.
+    /// Unique id: letters, digits, `-` and `_`. Also accepted as `camera_id`.
+    #[serde(alias = "camera_id")]
     pub id: String,
-    /// `rtsp://[user:pass@]host[:port]/path` or `file:///absolute/path.mp4`.
+    /// `rtsp://[user:pass@]host[:port]/path` or `file:///absolute/path.mp4`. Also accepted as `stream_url`.
+    #[serde(alias = "stream_url")]
     pub url: String,
     /// Pipeline template in `pipelines/`: `cpu` (default), `nvidia` or `vaapi`.
     #[serde(default = "default_decoder")]
@@ -297,7 +299,7 @@ pub enum RtspTransport {
 }
 
 /// `[cameras.motion]`: Frigate-style running-average motion detection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MotionConfig {
     /// Height of the grey image motion runs on, in pixels. Default 120.
@@ -357,7 +359,7 @@ fn default_quiet_secs() -> f64 {
 }
 
 /// `[cameras.detection]`: which objects to detect, Frigate-style gated by motion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectionConfig {
     /// Run the detector at all. Default true.
@@ -398,7 +400,7 @@ impl DetectionConfig {
 }
 
 /// A per-label threshold override.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelFilter {
     pub min_score: Option<f32>,
@@ -419,7 +421,7 @@ fn default_min_box() -> f64 {
 }
 
 /// `[cameras.tracker]`: ByteTrack-style association.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackerConfig {
     /// Detections in a row before a track is confirmed (and `start` is published). Default 3.
@@ -468,7 +470,7 @@ fn default_updates() -> u32 {
 }
 
 /// `[cameras.anpr]`: licence-plate reading.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnprConfig {
     /// Read plates on this camera. Default false.
@@ -525,7 +527,7 @@ pub enum AnprMode {
 }
 
 /// A plate with a name, e.g. a resident's car.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KnownPlate {
     pub plate: String,
@@ -546,7 +548,7 @@ fn default_known_distance() -> usize {
 }
 
 /// `[[cameras.zones]]`: a named polygon in 0–1 frame coordinates.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     pub name: String,
@@ -567,7 +569,7 @@ pub enum FullPolicy {
 }
 
 /// `[cameras.backpressure]`: the bounded channel between decode and analysis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackpressureConfig {
     /// Frames the channel holds. Default 8.
@@ -589,7 +591,7 @@ fn default_capacity() -> usize {
 }
 
 /// `[cameras.reconnect]`: capped exponential backoff and the stall watchdog.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconnectConfig {
     /// First wait after a failure, seconds. Default 1.
@@ -717,6 +719,17 @@ impl Config {
 }
 
 impl CameraConfig {
+    /// Parse and validate one camera from JSON (an API body) with the fields and checks of a
+    /// `[[cameras]]` table; on error returns the dotted field (empty for the whole body) and why.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, (String, String)> {
+        let cam: Self = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            (if field == "." { String::new() } else { field }, e.inner().to_string())
+        })?;
+        cam.validate().map_err(|(field, reason)| (field.to_string(), reason))?;
+        Ok(cam)
+    }
+
     /// Checks one camera; on error returns the offending key and the reason.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -971,6 +984,22 @@ mod tests {
         assert_eq!(c.cameras[0].full_policy(), FullPolicy::DropOldest);
         assert_eq!(c.cameras[0].backpressure.capacity, 8);
         assert_eq!(c.redis.channel, "events");
+    }
+
+    #[test]
+    fn json_cameras_name_the_field() {
+        use serde_json::json;
+        let cam = CameraConfig::from_json(json!({"camera_id": "a", "stream_url": "rtsp://h/1"})).unwrap();
+        assert_eq!((cam.id.as_str(), cam.detect_fps), ("a", 5.0));
+        let bad = json!({"id": "a", "url": "rtsp://h/1", "motion": {"threshold": "high"}});
+        let (field, reason) = CameraConfig::from_json(bad).unwrap_err();
+        assert_eq!(field, "motion.threshold");
+        assert!(reason.starts_with("invalid type: string \"high\""), "{reason}");
+        let (field, reason) = CameraConfig::from_json(json!({"id": "a", "url": "rtsp://h/1", "fps": 3})).unwrap_err();
+        assert_eq!(field, "fps");
+        assert!(reason.starts_with("unknown field `fps`"), "{reason}");
+        let (field, _) = CameraConfig::from_json(json!({"id": "a b", "url": "rtsp://h/1"})).unwrap_err();
+        assert_eq!(field, "id");
     }
 
     #[test]

@@ -154,6 +154,16 @@ impl Registry {
         status
     }
 
+    /// Forget a camera that was removed.
+    pub fn remove(&self, id: &str) {
+        self.cameras.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// One camera's report.
+    pub fn report(&self, id: &str) -> Option<CameraReport> {
+        self.cameras.read().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.report())
+    }
+
     pub fn reports(&self) -> Vec<CameraReport> {
         self.cameras.read().unwrap_or_else(|p| p.into_inner()).values().map(|c| c.report()).collect()
     }

@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use vigil::api::{self, ApiState};
+use vigil::config::Config;
 use vigil::events::{Event, EventType, NewEvent, Recorder, Store};
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
+use vigil::supervisor::fleet::Fleet;
 
 struct Api {
     base: String,
@@ -48,10 +50,20 @@ async fn start(token: Option<&str>) -> Api {
     let registry = Arc::new(Registry::default());
     registry.add("gate-1", metrics.camera("gate-1"));
     let shutdown = CancellationToken::new();
+    let fleet = Fleet::new(
+        &Config::default(),
+        None,
+        store.clone(),
+        metrics.clone(),
+        registry.clone(),
+        events.clone(),
+        shutdown.clone(),
+    );
     let state = Arc::new(ApiState {
         store: store.clone(),
         metrics,
         cameras: registry,
+        fleet: Arc::new(fleet),
         live: live.clone(),
         redis_up: Arc::new(AtomicBool::new(false)),
         snapshots_dir: dir.path().join("snaps"),

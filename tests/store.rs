@@ -1,4 +1,7 @@
-//! The event store on a real SQLite file: snapshots saved with the row, retention.
+//! The event store on a real SQLite file: snapshots saved with the row, retention; and the
+//! cameras saved by the API, on SQLite and PostgreSQL.
+
+mod common;
 
 use std::path::Path;
 
@@ -106,4 +109,22 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
         ..vigil::events::EventQuery::default()
     };
     assert_eq!(store.list(&q).await.unwrap().len(), 1, "the plate column follows the revision");
+}
+
+async fn saved_cameras_round_trip(store: &Store, id: &str) {
+    store.save_camera(id, r#"{"id": "first"}"#).await.unwrap();
+    store.save_camera(id, r#"{"id": "second"}"#).await.unwrap();
+    let mine = |all: Vec<(String, String)>| all.into_iter().filter(|(i, _)| i == id).collect::<Vec<_>>();
+    assert_eq!(mine(store.saved_cameras().await.unwrap()), [(id.to_string(), r#"{"id": "second"}"#.to_string())]);
+    store.forget_camera(id).await.unwrap();
+    assert!(mine(store.saved_cameras().await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn api_cameras_are_saved_replaced_and_forgotten_on_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+    saved_cameras_round_trip(&sqlite, "cam").await;
+    let pg = Store::connect(&common::postgres_url()).await.unwrap();
+    saved_cameras_round_trip(&pg, &format!("cam-{}", std::process::id())).await;
 }

@@ -1,11 +1,12 @@
-//! The HTTP API on `[server] listen`: events (list, one, snapshot, live SSE), cameras,
-//! Prometheus metrics, health, and the web page at `/`.
+//! The HTTP API on `[server] listen`: events (list, one, snapshot, live SSE), cameras (state,
+//! add, replace, remove, reload), Prometheus metrics, health, and the web page at `/`.
 //!
 //! Every `/api/*` route needs the bearer token when `[server] token` is set. It can also come
 //! as `?access_token=` because browsers' EventSource and `<img>` cannot send headers. Errors are
 //! JSON `{"error": "…"}` with a 4xx status; nothing a client sends can cause a 5xx except a
 //! database that is down.
 
+mod cameras;
 mod events;
 mod page;
 
@@ -18,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -26,12 +27,15 @@ use tokio_util::sync::CancellationToken;
 use crate::events::{Event, Store};
 use crate::metrics::Metrics;
 use crate::status::Registry;
+use crate::supervisor::fleet::Fleet;
 
 /// What the handlers share.
 pub struct ApiState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub cameras: Arc<Registry>,
+    /// Changes the running cameras.
+    pub fleet: Arc<Fleet>,
     /// Every event as it is saved.
     pub live: broadcast::Sender<Event>,
     /// Whether the last Redis publish succeeded.
@@ -76,7 +80,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/events/stream", get(events::stream))
         .route("/api/events/{id}", get(events::one))
         .route("/api/events/{id}/snapshot", get(events::snapshot))
-        .route("/api/cameras", get(cameras))
+        .route("/api/cameras", get(cameras::list).post(cameras::add))
+        .route("/api/cameras/{id}", get(cameras::one).put(cameras::replace).delete(cameras::remove))
+        .route("/api/reload", post(cameras::reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(page::index))
@@ -111,10 +117,6 @@ async fn auth(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> R
     } else {
         ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
     }
-}
-
-async fn cameras(State(state): State<Arc<ApiState>>) -> Response {
-    axum::Json(state.cameras.reports()).into_response()
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {

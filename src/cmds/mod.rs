@@ -6,6 +6,7 @@ pub mod check_config;
 pub mod demo;
 pub mod run;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -31,13 +32,17 @@ fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-/// Run a validated config on a fresh runtime until a signal.
-fn run_until_signal(config: Config, before: impl AsyncFnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// Run a validated config on a fresh runtime until a signal; `file` is what a reload re-reads.
+fn run_until_signal(
+    config: Config,
+    file: Option<PathBuf>,
+    before: impl AsyncFnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         before().await?;
         let shutdown = shutdown_on_signal()?;
-        vigil::supervisor::run(config, Arc::new(Metrics::new()), shutdown).await
+        vigil::supervisor::run(config, file, Arc::new(Metrics::new()), shutdown).await
     })?;
     // Analysis threads and GStreamer have been joined; don't wait on stray blocking tasks.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

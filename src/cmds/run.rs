@@ -1,4 +1,4 @@
-//! `vigil run -c FILE`: run the cameras in FILE until SIGINT/SIGTERM.
+//! `vigil run -c FILE`: run the cameras in FILE until SIGINT/SIGTERM; SIGHUP reloads FILE.
 
 use std::path::PathBuf;
 
@@ -13,5 +13,5 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    super::run_until_signal(config, async || Ok(()))
+    super::run_until_signal(config, Some(args.config), async || Ok(()))
 }

@@ -292,6 +292,32 @@ impl Store {
             .await?)
     }
 
+    /// Cameras added through the API: each id with the JSON that added it.
+    pub async fn saved_cameras(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, config FROM cameras ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("config")?))).collect()
+    }
+
+    /// Save (or replace) an API camera's JSON.
+    pub async fn save_camera(&self, id: &str, config: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cameras (id, config, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(config)
+        .bind(format_ts(&Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forget an API camera.
+    pub async fn forget_camera(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM cameras WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Close the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -130,6 +130,11 @@ impl Vigil {
         }
     }
 
+    /// SIGHUP: reload the config file.
+    pub fn hangup(&self) {
+        Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

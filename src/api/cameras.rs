@@ -1,0 +1,77 @@
+//! `/api/cameras` and `/api/reload`: the cameras' state, and changing them while running.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+use crate::supervisor::fleet::FleetError;
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        let status = match &e {
+            FleetError::Invalid { .. } | FleetError::Config(_) => StatusCode::BAD_REQUEST,
+            FleetError::NotFound(_) => StatusCode::NOT_FOUND,
+            FleetError::Exists(_) | FleetError::FileOwned { .. } | FleetError::NoFile => StatusCode::CONFLICT,
+            FleetError::Models(_) | FleetError::Store(_) | FleetError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self(status, crate::redact::redact(&e.to_string()))
+    }
+}
+
+/// Every camera's state.
+pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
+    axum::Json(state.cameras.reports()).into_response()
+}
+
+/// One camera's state and where its settings come from (`file` or `api`).
+pub async fn one(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(axum::Json(describe(&state, &id).await?).into_response())
+}
+
+/// `POST /api/cameras`: add and start a camera; 201 with its state URL.
+pub async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
+    let id = state.fleet.add(json_body(&body)?).await?;
+    let location = format!("/api/cameras/{id}");
+    let mut camera = describe(&state, &id).await?;
+    camera["url"] = location.clone().into();
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(camera)).into_response())
+}
+
+/// `PUT /api/cameras/{id}`: replace an API camera's settings and restart it.
+pub async fn replace(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.fleet.replace(&id, json_body(&body)?).await?;
+    Ok(axum::Json(describe(&state, &id).await?).into_response())
+}
+
+/// `DELETE /api/cameras/{id}`: stop an API camera, ending its tracks, and forget it.
+pub async fn remove(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    state.fleet.remove(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/reload`: re-read the config file and apply the difference.
+pub async fn reload(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.fleet.reload().await?).into_response())
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+async fn describe(state: &ApiState, id: &str) -> Result<Value, ApiError> {
+    let (Some(report), Some(origin)) = (state.cameras.report(id), state.fleet.origin(id).await) else {
+        return Err(ApiError::not_found(format!("no camera `{id}`")));
+    };
+    let mut camera = json!(report);
+    camera["source"] = json!(origin);
+    Ok(camera)
+}

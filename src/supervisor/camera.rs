@@ -1,0 +1,152 @@
+//! One camera's task: its analysis thread, and its pipeline restarted with capped exponential
+//! backoff until the camera is stopped.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::analysis::{self, objects::ObjectStage};
+use crate::channel::{self, Policy};
+use crate::config::{CameraConfig, FullPolicy};
+use crate::events::{EventType, NewEvent};
+use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
+use crate::metrics::Metrics;
+use crate::redact::Redacted;
+use crate::status::{CameraState, CameraStatus};
+
+/// A source that streamed this long has its backoff reset.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// Run one camera until `stop`: its analysis thread, and its pipeline restarted after failures.
+pub async fn run(
+    cam: CameraConfig,
+    objects: Option<ObjectStage>,
+    status: Arc<CameraStatus>,
+    events: mpsc::Sender<NewEvent>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let cam_metrics = metrics.camera(&cam.id);
+    let policy = match cam.full_policy() {
+        FullPolicy::Block => Policy::Block,
+        _ => Policy::DropOldest,
+    };
+    let (tx, rx) = channel::bounded(cam.backpressure.capacity, policy);
+    let analysis = {
+        let (cam, events, m) = (cam.clone(), events.clone(), cam_metrics.clone());
+        std::thread::Builder::new()
+            .name(format!("analysis-{}", cam.id))
+            .spawn(move || analysis::run(cam, rx, objects, events, m))
+            .expect("spawn analysis thread")
+    };
+    let sink = FrameSink {
+        camera: cam.id.as_str().into(),
+        tx,
+        seq: Arc::new(AtomicU64::new(0)),
+        metrics: cam_metrics,
+        health: Arc::new(SourceHealth::default()),
+        epoch: Instant::now(),
+    };
+    let stall = Duration::from_secs_f64(cam.reconnect.stall_secs);
+    let mut failures = 0u32;
+    info!(url = %Redacted(&cam.url), ?policy, capacity = cam.backpressure.capacity, "camera starting");
+    let mut finished = false;
+    loop {
+        let started = Instant::now();
+        let mut connected = false;
+        status.set(CameraState::Connecting, None);
+        let end = match Streamer::build(&cam, sink.clone()).and_then(|s| s.start().map(|()| s)) {
+            Err(e) => StreamEnd::Error(e.to_string()),
+            Ok(streamer) => {
+                sink.health.arm(sink.epoch);
+                let first = sink.health.frames();
+                let end = tokio::select! {
+                    end = streamer.wait() => Some(end),
+                    reason = watch(&sink, first, stall, &mut connected, &status, &events) => Some(StreamEnd::Error(reason)),
+                    _ = stop.cancelled() => None,
+                };
+                let _ = tokio::task::spawn_blocking(move || drop(streamer)).await;
+                match end {
+                    Some(end) => end,
+                    None => {
+                        if connected {
+                            camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": "stopped"})).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        };
+        let reason = match &end {
+            StreamEnd::Eos => "end of stream".to_string(),
+            StreamEnd::Error(e) => e.clone(),
+        };
+        if connected {
+            camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": reason})).await;
+        }
+        if end == StreamEnd::Eos && !cam.is_live() && !cam.looping {
+            info!("file source finished");
+            finished = true;
+            break;
+        }
+        failures = if started.elapsed() > HEALTHY_RUN { 1 } else { failures + 1 };
+        let wait = if end == StreamEnd::Eos && cam.looping { Duration::ZERO } else { cam.reconnect.backoff(failures) };
+        if end != StreamEnd::Eos {
+            error!(retry_in = ?wait, "source failed: {reason}");
+            status.set(CameraState::Backoff, Some(reason));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    sink.tx.close();
+    drop(sink);
+    let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
+    status.set(if finished { CameraState::Finished } else { CameraState::Stopped }, None);
+    info!("camera stopped");
+}
+
+/// Publishes `connected` on the first frame, and returns a reason once the source stalls.
+async fn watch(
+    sink: &FrameSink,
+    first: u64,
+    stall: Duration,
+    connected: &mut bool,
+    status: &CameraStatus,
+    events: &mpsc::Sender<NewEvent>,
+) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if !*connected && sink.health.frames() > first {
+            *connected = true;
+            info!("streaming");
+            status.set(CameraState::Streaming, None);
+            camera_event(events, &status.id, json!({"state": "connected"})).await;
+        }
+        if sink.health.stalled(sink.epoch, stall) {
+            return format!("no frames for {:.0} s", stall.as_secs_f64());
+        }
+    }
+}
+
+/// Queue a `camera` event with `data`.
+pub async fn camera_event(events: &mpsc::Sender<NewEvent>, camera: &str, data: serde_json::Value) {
+    let ev = NewEvent {
+        key: None,
+        event_type: EventType::Camera,
+        camera_id: camera.to_string(),
+        timestamp: chrono::Utc::now(),
+        frame_number: None,
+        data,
+        snapshot: None,
+        crop: None,
+    };
+    let _ = events.send(ev).await;
+}

@@ -1,0 +1,143 @@
+//! The supervisor: starts the event path (recorder, publisher), the [`fleet`] of cameras (one task
+//! each, see [`camera`]) and the HTTP API, applies config reloads on SIGHUP, and shuts everything
+//! down in order.
+//!
+//! One camera failing never touches another: each has its own pipeline, channel and analysis
+//! thread, and only shares the event queue.
+
+mod camera;
+pub mod fleet;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::events::{Publisher, Recorder, Store, retention};
+use crate::metrics::Metrics;
+use crate::redact::Redacted;
+use crate::status::Registry;
+use fleet::Fleet;
+
+/// Events waiting for the recorder; analysis blocks only if the database is down this long.
+const EVENT_QUEUE: usize = 4096;
+/// How long the publisher may keep trying after the cameras have stopped.
+const PUBLISH_GRACE: Duration = Duration::from_secs(2);
+
+/// Run every camera in `config` until `shutdown` is cancelled, then drain and return. `file`,
+/// where `config` came from, is re-read on SIGHUP and `POST /api/reload`.
+pub async fn run(
+    config: Config,
+    file: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database.url).await.context("starting the event store")?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([server] listen)", config.server.listen))?;
+    info!(database = %Redacted(&config.database.url), redis = %Redacted(&config.redis.url), cameras = config.cameras.len(), "vigil running");
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (live, _) = broadcast::channel(1024);
+    let registry = Arc::new(Registry::default());
+    let (publish_tx, publish_rx) = mpsc::channel(1024);
+    let lagged = Arc::new(AtomicBool::new(false));
+    let redis_up = Arc::new(AtomicBool::new(false));
+    let publisher =
+        Publisher::new(config.redis.clone(), store.clone(), metrics.clone(), lagged.clone(), redis_up.clone())
+            .context("configuring Redis")?;
+    let publisher = tokio::spawn(publisher.run(publish_rx, shutdown.clone()));
+    let recorder = Recorder {
+        store: store.clone(),
+        snapshots_dir: config.storage.snapshots_dir.clone(),
+        metrics: metrics.clone(),
+        to_publisher: publish_tx,
+        lagged,
+        live: live.clone(),
+    };
+    let recorder = tokio::spawn(recorder.run(events_rx));
+    if let Some(days) = config.storage.retention_days {
+        tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
+    }
+
+    let fleet = Arc::new(Fleet::new(
+        &config,
+        file,
+        store.clone(),
+        metrics.clone(),
+        registry.clone(),
+        events_tx,
+        shutdown.clone(),
+    ));
+    if let Err(e) = fleet.start(config.cameras.clone()).await {
+        fleet.stop_all().await;
+        return Err(anyhow::Error::new(e).context("starting the cameras"));
+    }
+    tokio::spawn(reload_on_hangup(fleet.clone(), shutdown.clone()));
+    tokio::spawn(sample_rates(registry.clone(), shutdown.clone()));
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        cameras: registry,
+        fleet: fleet.clone(),
+        live,
+        redis_up,
+        snapshots_dir: config.storage.snapshots_dir.clone(),
+        token: config.server.token.clone(),
+        shutdown: shutdown.clone(),
+    });
+    info!(listen = %config.server.listen, "HTTP API and page up");
+    let api = tokio::spawn(api::serve(listener, api_state, shutdown.clone()));
+
+    shutdown.cancelled().await;
+    info!("shutting down: stopping sources, draining frames and events");
+    fleet.stop_all().await;
+    let _ = recorder.await;
+    if tokio::time::timeout(PUBLISH_GRACE, publisher).await.is_err() {
+        warn!("publisher still busy after {PUBLISH_GRACE:?}; unpublished events stay in the outbox");
+    }
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), api).await {
+        warn!("HTTP API: {e}");
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Refresh every camera's rates once a second.
+async fn sample_rates(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        registry.sample(last.elapsed());
+        last = Instant::now();
+    }
+}
+
+/// Reload the config file at each SIGHUP.
+async fn reload_on_hangup(fleet: Arc<Fleet>, shutdown: CancellationToken) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return warn!("cannot listen for SIGHUP; reload through the API only: {e}"),
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        info!("SIGHUP: reloading the config file");
+        // The outcome is logged by the reload itself.
+        let _ = fleet.reload().await;
+    }
+}
