@@ -8,25 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Redis, Vigil, free_port, media};
+use common::{Redis, Vigil, camera_states, free_port, media};
 use serde_json::{Value, json};
 use vigil::events::{Event, EventType, Store};
 use vigil::sample::SampleServer;
 
 const TOKEN: &str = "cam-admin-token";
 
+/// The common config with the bearer token set.
 fn config(dir: &std::path::Path, redis: &str, api: u16, cameras: &[(&str, String)]) -> (String, String) {
-    let db = format!("sqlite://{}", dir.join("events.db").display());
-    let mut toml = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n\
-         [redis]\nurl = \"{redis}\"\n[storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
-        dir.join("snaps").display(),
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").display()
-    );
-    for (id, url) in cameras {
-        toml.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n[cameras.detection]\nenabled = false\n"));
-    }
-    (toml, db)
+    let (toml, db) = common::cameras_config(dir, redis, api, cameras);
+    (toml.replacen("[server]\n", &format!("[server]\ntoken = \"{TOKEN}\"\n"), 1), db)
 }
 
 struct Client {
@@ -102,14 +94,6 @@ impl Watch {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap()
     }
-}
-
-fn camera_states(events: &[Event], id: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.event_type == EventType::Camera && e.camera_id == id)
-        .map(|e| e.event_data["state"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Waits until camera `id`'s `camera` events end with `tail`.

@@ -9,39 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Redis, Vigil, free_port, media};
+use common::{Redis, Vigil, camera_states, cameras_config as config, free_port, media};
 use serde_json::Value;
-use vigil::events::{Event, EventType, Store};
+use vigil::events::{EventType, Store};
 use vigil::sample::SampleServer;
-
-fn config(dir: &std::path::Path, redis: &str, api: u16, cameras: &[(&str, String)]) -> (String, String) {
-    let db = format!("sqlite://{}", dir.join("events.db").display());
-    let mut toml = format!(
-        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:{api}\"\n[redis]\nurl = \"{redis}\"\n\
-         [storage]\nsnapshots_dir = \"{}\"\n",
-        dir.join("snaps").display()
-    );
-    for (id, url) in cameras {
-        toml.push_str(&format!(
-            "[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n[cameras.detection]\nenabled = false\n\
-             [cameras.reconnect]\ninitial_secs = 0.5\nmax_secs = 1.0\nstall_secs = 2.0\n"
-        ));
-    }
-    (toml, db)
-}
 
 async fn camera(api: u16, id: &str) -> Value {
     let all: Vec<Value> =
         reqwest::get(format!("http://127.0.0.1:{api}/api/cameras")).await.unwrap().json().await.unwrap();
     all.into_iter().find(|c| c["id"] == id).unwrap()
-}
-
-fn camera_states(events: &[Event], id: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.event_type == EventType::Camera && e.camera_id == id)
-        .map(|e| e.event_data["state"].as_str().unwrap().to_string())
-        .collect()
 }
 
 async fn wait_states(store: &Store, id: &str, want: &[&str], limit: Duration) -> Instant {

@@ -175,6 +175,35 @@ pub fn one_camera(dir: &Path, redis_url: &str, id: &str, url: &str, camera_extra
     (toml, db)
 }
 
+/// A config with SQLite and snapshots in `dir`, the API on port `api`, and one camera per
+/// `(id, url)` with detection off and quick reconnects. Returns the TOML and the database URL.
+pub fn cameras_config(dir: &Path, redis: &str, api: u16, cameras: &[(&str, String)]) -> (String, String) {
+    let db = format!("sqlite://{}", dir.join("events.db").display());
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut toml = format!(
+        "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:{api}\"\n[redis]\nurl = \"{redis}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
+        dir.join("snaps").display(),
+        models.display()
+    );
+    for (id, url) in cameras {
+        toml.push_str(&format!(
+            "[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n[cameras.detection]\nenabled = false\n\
+             [cameras.reconnect]\ninitial_secs = 0.5\nmax_secs = 1.0\nstall_secs = 2.0\n"
+        ));
+    }
+    (toml, db)
+}
+
+/// The `state` of each `camera` event of camera `id`, in order.
+pub fn camera_states(events: &[vigil::events::Event], id: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event_type == vigil::events::EventType::Camera && e.camera_id == id)
+        .map(|e| e.event_data["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Resident set size of this process, in bytes.
 pub fn rss_bytes() -> u64 {
     rss_of("self")
