@@ -42,6 +42,8 @@ pub struct Config {
     pub inference: InferenceConfig,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[database]`: where events are stored.
@@ -232,6 +234,54 @@ pub enum Provider {
     Cpu,
     Cuda,
     Tensorrt,
+}
+
+/// One `[[webhooks]]` entry: events POSTed as JSON, in id order, retried until delivered.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` endpoint.
+    pub url: String,
+    /// Names the webhook in logs, metrics and its delivery cursor. Default: the URL without credentials.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Event types to send (`motion`, `tracking`, `anpr`, `camera`). Default: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Cameras to send events of. Default: all.
+    #[serde(default)]
+    pub cameras: Vec<String>,
+    /// Seconds one POST may take. Default 5.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: f64,
+    /// Signs each body: header `X-Vigil-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn default_webhook_timeout() -> f64 {
+    5.0
+}
+
+impl WebhookConfig {
+    /// The name used in logs, metrics and the cursor table.
+    pub fn key(&self) -> String {
+        self.name.clone().unwrap_or_else(|| Redacted(&self.url).to_string())
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let url = url::Url::parse(&self.url).map_err(|e| ("url", format!("bad URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(("url", format!("webhook URL `{}` must be http:// or https://", Redacted(&self.url))));
+        }
+        if let Some(t) = self.events.iter().find(|t| crate::events::EventType::parse(t).is_none()) {
+            return Err(("events", format!("unknown event type `{t}` (expected motion, tracking, anpr or camera)")));
+        }
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 300.0) {
+            return Err(("timeout_secs", "must be in (0, 300]".into()));
+        }
+        Ok(())
+    }
 }
 
 /// One `[[cameras]]` entry.
@@ -706,6 +756,17 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| FieldError::new(vec![Name("server"), Name("listen")], format!("not an address: {e}")))?;
+        let mut names = HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let at = |field| vec![Name("webhooks"), Index(i), Name(field)];
+            hook.validate().map_err(|(field, reason)| FieldError::new(at(field), reason))?;
+            if !names.insert(hook.key()) {
+                return Err(FieldError::new(
+                    at("url"),
+                    format!("two webhooks named `{}`; give one a `name`", hook.key()),
+                ));
+            }
+        }
         let mut ids = HashSet::new();
         for (i, cam) in self.cameras.iter().enumerate() {
             let at = |field| vec![Name("cameras"), Index(i), Name(field)];

@@ -31,6 +31,8 @@ pub struct Metrics {
     /// Seconds from a frame's wall time to its event being published.
     pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
+    /// Webhook POSTs, by webhook name and outcome (`delivered`, `failed`).
+    pub webhook_posts: IntCounterVec,
 }
 
 /// One camera's counters, resolved once.
@@ -113,6 +115,12 @@ impl Metrics {
                 "vigil_events_dropped_total",
                 "Events dropped because the database was down too long",
                 &["type"],
+            ),
+            webhook_posts: counter_vec(
+                &r,
+                "vigil_webhook_posts_total",
+                "Webhook POSTs by outcome",
+                &["webhook", "outcome"],
             ),
             redis_errors: counter(&r, "vigil_redis_errors_total", "Failed Redis commands"),
             db_errors: counter(&r, "vigil_db_errors_total", "Failed database statements"),

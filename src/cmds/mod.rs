@@ -4,6 +4,7 @@ pub mod anpr;
 pub mod bench;
 pub mod check_config;
 pub mod demo;
+pub mod replay;
 pub mod run;
 
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ pub mod recorder;
 pub mod retention;
 pub mod snapshot;
 pub mod store;
+pub mod webhook;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use crate::ingest::Frame;
 pub use publish::Publisher;
 pub use recorder::Recorder;
 pub use store::{EventQuery, PlateMatch, Store, StoreError};
+pub use webhook::Webhook;
 
 /// The kinds of event, as they appear in `event_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -318,6 +318,34 @@ impl Store {
         Ok(())
     }
 
+    /// Webhook `name`'s cursor; a new webhook starts after the newest event, so it is not sent
+    /// the history.
+    pub async fn webhook_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let saved: Option<i64> = sqlx::query_scalar("SELECT last_id FROM webhook_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(id) = saved {
+            return Ok(id);
+        }
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(&self.pool).await?;
+        self.set_webhook_cursor(name, newest).await?;
+        Ok(newest)
+    }
+
+    /// Record that webhook `name` is done with every event up to `last_id`.
+    pub async fn set_webhook_cursor(&self, name: &str, last_id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_cursors (name, last_id) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
+        )
+        .bind(name)
+        .bind(last_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Close the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -409,5 +409,6 @@ fn settings_changed(old: &Config, new: &Config) -> Vec<&'static str> {
     check("server", old.server != new.server);
     check("models", old.models != new.models);
     check("inference", old.inference != new.inference);
+    check("webhooks", old.webhooks != new.webhooks);
     changed
 }

@@ -1,4 +1,4 @@
-//! The supervisor: starts the event path (recorder, publisher), the [`fleet`] of cameras (one task
+//! The supervisor: starts the event path (recorder, publisher, webhooks), the [`fleet`] of cameras (one task
 //! each, see [`camera`]) and the HTTP API, applies config reloads on SIGHUP, and shuts everything
 //! down in order.
 //!
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::events::{Publisher, Recorder, Store, retention};
+use crate::events::{Publisher, Recorder, Store, Webhook, retention};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
 use crate::status::Registry;
@@ -64,6 +64,11 @@ pub async fn run(
         live: live.clone(),
     };
     let recorder = tokio::spawn(recorder.run(events_rx));
+    for hook in &config.webhooks {
+        let webhook = Webhook::new(hook.clone(), store.clone(), metrics.clone())
+            .with_context(|| format!("setting up webhook {}", hook.key()))?;
+        tokio::spawn(webhook.run(live.subscribe(), shutdown.clone()));
+    }
     if let Some(days) = config.storage.retention_days {
         tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
     }
