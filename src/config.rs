@@ -1064,6 +1064,16 @@ mod tests {
     }
 
     #[test]
+    fn webhook_errors_point_at_the_key() {
+        let e = err("[[webhooks]]\nurl = \"https://h/x\"\nevents = [\"motion\", \"plate\"]\n");
+        assert!(e.starts_with("cams.toml:3:10: unknown event type `plate`"), "{e}");
+        let e = err("[[webhooks]]\nurl = \"ftp://u:secret@h/x\"\n");
+        assert!(e.starts_with("cams.toml:2:7:") && !e.contains("secret"), "{e}");
+        let twice = "[[webhooks]]\nurl = \"https://h/x\"\n[[webhooks]]\nurl = \"https://h/x\"\n";
+        assert!(err(twice).starts_with("cams.toml:4:7: two webhooks named"), "{}", err(twice));
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let r = ReconnectConfig::default();
         assert_eq!(r.backoff(1), Duration::from_secs(1));
