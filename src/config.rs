@@ -44,6 +44,36 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several `vigil run` processes sharing the cameras through leases in Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Share cameras by leases: each camera runs in the one process that holds its lease.
+    #[serde(default)]
+    pub leases: bool,
+    /// How long a lease lasts without renewal; a dead process's cameras move after this. Default 10.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: f64,
+    /// Prefix of the Redis keys, so several deployments can share one Redis. Default `vigil`.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { leases: false, lease_secs: default_lease_secs(), prefix: default_cluster_prefix() }
+    }
+}
+
+fn default_lease_secs() -> f64 {
+    10.0
+}
+fn default_cluster_prefix() -> String {
+    "vigil".into()
 }
 
 /// `[database]`: where events are stored.
@@ -756,6 +786,9 @@ impl Config {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| FieldError::new(vec![Name("server"), Name("listen")], format!("not an address: {e}")))?;
+        if !(1.0..=600.0).contains(&self.cluster.lease_secs) || self.cluster.prefix.is_empty() {
+            return Err(FieldError::new(vec![Name("cluster")], "need lease_secs in 1..=600 and a prefix"));
+        }
         let mut names = HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let at = |field| vec![Name("webhooks"), Index(i), Name(field)];

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod anpr;
 pub mod api;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod events;

@@ -14,7 +14,7 @@ use vigil::config::Config;
 use vigil::events::{Event, EventType, NewEvent, Recorder, Store};
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
-use vigil::supervisor::fleet::Fleet;
+use vigil::supervisor::fleet::{Fleet, Placement};
 
 struct Api {
     base: String,
@@ -53,6 +53,7 @@ async fn start(token: Option<&str>) -> Api {
     let fleet = Fleet::new(
         &Config::default(),
         None,
+        Placement::All,
         store.clone(),
         metrics.clone(),
         registry.clone(),

@@ -13,7 +13,7 @@ use vigil::config::Config;
 use vigil::events::Store;
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
-use vigil::supervisor::fleet::Fleet;
+use vigil::supervisor::fleet::{Fleet, Placement};
 
 const KEYS: &[&str] = &[
     "url",
@@ -162,6 +162,7 @@ async fn serve(dir: &std::path::Path, shutdown: &tokio_util::sync::CancellationT
     let fleet = Fleet::new(
         &Config::default(),
         None,
+        Placement::All,
         store.clone(),
         metrics.clone(),
         registry.clone(),

@@ -173,7 +173,7 @@ async fn two_cameras_are_batched_into_one_session() {
     let config = Config::parse(&toml, "batch").unwrap();
     let metrics = Arc::new(Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(vigil::supervisor::run(config, None, metrics.clone(), shutdown.clone()));
+    let run = tokio::spawn(vigil::supervisor::run(config, Default::default(), metrics.clone(), shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(6)).await;
     shutdown.cancel();
     run.await.unwrap().unwrap();

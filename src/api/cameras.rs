@@ -67,11 +67,16 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
 }
 
+/// The camera's state here, or `elsewhere` when another process of a cluster runs it (or will,
+/// once it takes the lease).
 async fn describe(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let (Some(report), Some(origin)) = (state.cameras.report(id), state.fleet.origin(id).await) else {
+    let Some((origin, here)) = state.fleet.origin(id).await else {
         return Err(ApiError::not_found(format!("no camera `{id}`")));
     };
-    let mut camera = json!(report);
+    let mut camera = match state.cameras.report(id).filter(|_| here) {
+        Some(report) => json!(report),
+        None => json!({ "id": id, "state": "elsewhere" }),
+    };
     camera["source"] = json!(origin);
     Ok(camera)
 }

@@ -46,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     info!(video = %video.display(), rtsp = %server.url(), "demo camera serving; watch with: redis-cli SUBSCRIBE events");
     let redis_url = args.redis.clone();
     let mut redis_child = None;
-    let result = super::run_until_signal(config, None, async || {
+    let result = super::run_until_signal(config, Default::default(), async || {
         redis_child = ensure_redis(&redis_url).await?;
         Ok(())
     });

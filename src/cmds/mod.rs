@@ -7,13 +7,13 @@ pub mod demo;
 pub mod replay;
 pub mod run;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use vigil::config::Config;
 use vigil::metrics::Metrics;
+use vigil::supervisor::Scope;
 
 /// A token cancelled at the first SIGINT or SIGTERM; a second signal exits at once.
 fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
@@ -33,17 +33,17 @@ fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-/// Run a validated config on a fresh runtime until a signal; `file` is what a reload re-reads.
+/// Run a validated config on a fresh runtime until a signal.
 fn run_until_signal(
     config: Config,
-    file: Option<PathBuf>,
+    scope: Scope,
     before: impl AsyncFnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         before().await?;
         let shutdown = shutdown_on_signal()?;
-        vigil::supervisor::run(config, file, Arc::new(Metrics::new()), shutdown).await
+        vigil::supervisor::run(config, scope, Arc::new(Metrics::new()), shutdown).await
     })?;
     // Analysis threads and GStreamer have been joined; don't wait on stray blocking tasks.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::{Event, EventType, NewEvent, Store, snapshot};
+use super::{Event, EventType, NewEvent, Store, StoreError, snapshot};
 use crate::metrics::Metrics;
 
 /// JPEG quality of snapshots.
@@ -96,6 +96,12 @@ impl Recorder {
                     pending.pop_front();
                     wait = Duration::from_millis(100);
                     self.handed_on(saved, revise.is_some());
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    // Another process holds this camera now; its writes win.
+                    warn!("{e}");
+                    self.metrics.event_dropped(front.ev.event_type.as_str());
+                    pending.pop_front();
                 }
                 Err(e) => {
                     self.metrics.db_errors.inc();

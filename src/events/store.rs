@@ -3,7 +3,9 @@
 //!
 //! Queries use `$N` placeholders, each once and in order, which both backends accept.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +26,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("bad event row {id}: {reason}")]
     Row { id: i64, reason: String },
+    #[error("camera {camera} is now run by another process (lease token {token} is stale); event refused")]
+    Fenced { camera: String, token: i64 },
 }
 
 /// `SELECT` of every contract column, as a literal so queries stay `&'static str`.
@@ -37,6 +41,8 @@ macro_rules! select_events {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Lease tokens this process writes under, by camera (see [`Store::fence`]).
+    fences: Arc<RwLock<HashMap<String, i64>>>,
 }
 
 impl Store {
@@ -70,7 +76,7 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, fences: Arc::default() })
     }
 
     /// Save an event and, inside the same transaction, its snapshot file (and the crop, whose
@@ -106,6 +112,18 @@ impl Store {
         snapshots_dir: &Path,
     ) -> Result<(Event, Option<std::io::Error>), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let token = self.fences.read().unwrap_or_else(|p| p.into_inner()).get(&ev.camera_id).copied();
+        if let Some(token) = token {
+            // Also a row lock on PostgreSQL: a new owner's fence waits until this write is done.
+            let current = sqlx::query("UPDATE camera_fences SET token = token WHERE camera_id = $1 AND token <= $2")
+                .bind(&ev.camera_id)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+            if current.rows_affected() == 0 {
+                return Err(StoreError::Fenced { camera: ev.camera_id.clone(), token });
+            }
+        }
         let (id, created_at, old_snapshot): (i64, String, Option<String>) = match revise {
             None => {
                 let created_at = format_ts(&Utc::now());
@@ -315,6 +333,21 @@ impl Store {
     /// Forget an API camera.
     pub async fn forget_camera(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM cameras WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Write camera `camera`'s events under lease `token` from now on, and raise its fence to
+    /// `token` so writes under any older token (another process's) are refused.
+    pub async fn fence(&self, camera: &str, token: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO camera_fences (camera_id, token) VALUES ($1, $2) \
+             ON CONFLICT (camera_id) DO UPDATE SET token = excluded.token WHERE camera_fences.token < excluded.token",
+        )
+        .bind(camera)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        self.fences.write().unwrap_or_else(|p| p.into_inner()).insert(camera.to_string(), token);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::camera;
 use crate::analysis::objects::ObjectStage;
 use crate::anpr::PlateReader;
+use crate::cluster::{Leases, Shard};
 use crate::config::{CameraConfig, Config, ConfigError};
 use crate::detect::Detector;
 use crate::events::{NewEvent, Store, StoreError};
@@ -72,17 +74,41 @@ pub struct Diff {
     pub restart_needed: Vec<&'static str>,
 }
 
-struct Running {
+/// A camera this deployment should run, from the file or the API.
+struct Wanted {
     config: CameraConfig,
     origin: Origin,
+}
+
+struct Running {
+    /// The settings it runs with.
+    config: CameraConfig,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 struct State {
+    wanted: BTreeMap<String, Wanted>,
+    /// The wanted cameras that run in this process.
     running: BTreeMap<String, Running>,
+    /// Camera leases this process holds, with their tokens (lease placement only).
+    held: BTreeMap<String, i64>,
+    /// When Redis last answered the lease heartbeat.
+    leases_seen: Instant,
+    /// Saved cameras that did not parse, warned about once.
+    rejected: std::collections::BTreeSet<String>,
     /// Where cameras send events; `None` once everything has stopped.
     events: Option<mpsc::Sender<NewEvent>>,
+}
+
+/// Which of the wanted cameras run in this process.
+pub enum Placement {
+    /// Every one: a single process.
+    All,
+    /// Those whose id hashes to this shard (`--shard i/n`).
+    Shard(Shard),
+    /// Those whose lease this process holds (`[cluster] leases`).
+    Leases(tokio::sync::Mutex<Leases>),
 }
 
 /// The detector and plate reader, loaded when the first camera needs them and shared after.
@@ -98,6 +124,7 @@ pub struct Fleet {
     /// changes them warns that they need a restart.
     settings: Arc<Config>,
     file: Option<PathBuf>,
+    placement: Placement,
     store: Store,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
@@ -106,49 +133,55 @@ pub struct Fleet {
     state: tokio::sync::Mutex<State>,
 }
 
+/// Camera ids that could not start, with why.
+type Failures = BTreeMap<String, FleetError>;
+
 impl Fleet {
     /// A fleet with no cameras yet; `file` is what a reload reads.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: &Config,
         file: Option<PathBuf>,
+        placement: Placement,
         store: Store,
         metrics: Arc<Metrics>,
         registry: Arc<Registry>,
         events: mpsc::Sender<NewEvent>,
         shutdown: CancellationToken,
     ) -> Self {
+        let state = State {
+            wanted: BTreeMap::new(),
+            running: BTreeMap::new(),
+            held: BTreeMap::new(),
+            leases_seen: Instant::now(),
+            rejected: Default::default(),
+            events: Some(events),
+        };
         Self {
             settings: Arc::new(Config { cameras: Vec::new(), ..settings.clone() }),
             file,
+            placement,
             store,
             metrics,
             registry,
             shutdown,
             models: Arc::default(),
-            state: tokio::sync::Mutex::new(State { running: BTreeMap::new(), events: Some(events) }),
+            state: tokio::sync::Mutex::new(state),
         }
     }
 
-    /// Start the file's cameras, then the ones saved by the API. A file camera that cannot start
-    /// is an error; a saved one is skipped with a warning.
+    /// Start the file's cameras, then the ones saved by the API (those this process runs). A file
+    /// camera that cannot start is an error; a saved one is skipped with a warning.
     pub async fn start(&self, cameras: Vec<CameraConfig>) -> Result<(), FleetError> {
         let mut state = self.state.lock().await;
         for cam in cameras {
-            self.launch(&mut state, cam, Origin::File).await?;
+            state.wanted.insert(cam.id.clone(), Wanted { config: cam, origin: Origin::File });
         }
-        for (id, body) in self.store.saved_cameras().await? {
-            if state.running.contains_key(&id) {
-                warn!(camera = %id, "camera is in {} and was also added through the API; the file wins and the API one is forgotten", self.file_name());
-                self.store.forget_camera(&id).await?;
-                continue;
-            }
-            let parsed = serde_json::from_str(&body).map_err(|e| ("".to_string(), e.to_string()));
-            let started = match parsed.and_then(CameraConfig::from_json) {
-                Ok(cam) => self.launch(&mut state, cam, Origin::Api).await,
-                Err((field, reason)) => Err(FleetError::Invalid { field, reason }),
-            };
-            if let Err(e) = started {
-                warn!(camera = %id, "camera added through the API not started: {}", Redacted(&e.to_string()));
+        self.refresh_saved(&mut state).await?;
+        for (id, e) in self.sync(&mut state).await {
+            match state.wanted.get(&id).map(|w| w.origin) {
+                Some(Origin::File) => return Err(e),
+                _ => warn!(camera = %id, "camera added through the API not started: {}", Redacted(&e.to_string())),
             }
         }
         Ok(())
@@ -158,12 +191,14 @@ impl Fleet {
     pub async fn add(&self, body: Value) -> Result<String, FleetError> {
         let (cam, body) = parse_body(body, None)?;
         let mut state = self.state.lock().await;
-        if state.running.contains_key(&cam.id) {
+        if state.wanted.contains_key(&cam.id) {
             return Err(FleetError::Exists(cam.id));
         }
         self.store.save_camera(&cam.id, &body.to_string()).await?;
         let id = cam.id.clone();
-        if let Err(e) = self.launch(&mut state, cam, Origin::Api).await {
+        state.wanted.insert(id.clone(), Wanted { config: cam, origin: Origin::Api });
+        if let Some(e) = self.sync(&mut state).await.remove(&id) {
+            state.wanted.remove(&id);
             self.store.forget_camera(&id).await?;
             return Err(e);
         }
@@ -177,8 +212,10 @@ impl Fleet {
         let mut state = self.state.lock().await;
         self.owned_by_api(&state, id)?;
         self.store.save_camera(id, &body.to_string()).await?;
-        self.halt(&mut state, id).await;
-        self.launch(&mut state, cam, Origin::Api).await?;
+        state.wanted.insert(id.to_string(), Wanted { config: cam, origin: Origin::Api });
+        if let Some(e) = self.sync(&mut state).await.remove(id) {
+            return Err(e);
+        }
         self.announce(&state, id, "updated", Origin::Api).await;
         Ok(())
     }
@@ -188,8 +225,8 @@ impl Fleet {
         let mut state = self.state.lock().await;
         self.owned_by_api(&state, id)?;
         self.store.forget_camera(id).await?;
-        self.halt(&mut state, id).await;
-        self.registry.remove(id);
+        state.wanted.remove(id);
+        self.sync(&mut state).await;
         self.announce(&state, id, "removed", Origin::Api).await;
         Ok(())
     }
@@ -217,72 +254,92 @@ impl Fleet {
         for section in &diff.restart_needed {
             warn!("[{section}] changed in {}; it takes effect at the next start", self.file_name());
         }
-        let wanted: BTreeMap<String, CameraConfig> = config.cameras.into_iter().map(|c| (c.id.clone(), c)).collect();
-        let gone: Vec<String> = state
-            .running
-            .iter()
-            .filter(|(id, r)| r.origin == Origin::File && !wanted.contains_key(*id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            self.halt(&mut state, &id).await;
-            self.registry.remove(&id);
-            self.announce(&state, &id, "removed", Origin::File).await;
-            diff.removed.push(id);
-        }
-        for (id, cam) in wanted {
-            match state.running.get(&id) {
-                Some(r) if r.origin == Origin::File && r.config == cam => diff.unchanged.push(id),
-                Some(r) => {
-                    if r.origin == Origin::Api {
+        let file: BTreeMap<String, CameraConfig> = config.cameras.into_iter().map(|c| (c.id.clone(), c)).collect();
+        state.wanted.retain(|id, w| {
+            let keep = w.origin == Origin::Api || file.contains_key(id);
+            if !keep {
+                diff.removed.push(id.clone());
+            }
+            keep
+        });
+        for (id, cam) in file {
+            match state.wanted.get(&id) {
+                Some(w) if w.origin == Origin::File && w.config == cam => diff.unchanged.push(id.clone()),
+                Some(w) => {
+                    if w.origin == Origin::Api {
                         warn!(camera = %id, "camera added through the API is now in {}; the file wins", self.file_name());
                         self.store.forget_camera(&id).await?;
                     }
-                    self.halt(&mut state, &id).await;
-                    match self.launch(&mut state, cam, Origin::File).await {
-                        Ok(()) => {
-                            self.announce(&state, &id, "updated", Origin::File).await;
-                            diff.restarted.push(id);
-                        }
-                        Err(e) => {
-                            self.registry.remove(&id);
-                            self.announce(&state, &id, "removed", Origin::File).await;
-                            diff.failed.insert(id, Redacted(&e.to_string()).to_string());
-                        }
-                    }
+                    diff.restarted.push(id.clone());
                 }
-                None => match self.launch(&mut state, cam, Origin::File).await {
-                    Ok(()) => {
-                        self.announce(&state, &id, "added", Origin::File).await;
-                        diff.added.push(id);
-                    }
-                    Err(e) => {
-                        diff.failed.insert(id, Redacted(&e.to_string()).to_string());
-                    }
-                },
+                None => diff.added.push(id.clone()),
             }
+            state.wanted.insert(id, Wanted { config: cam, origin: Origin::File });
         }
+        diff.failed =
+            self.sync(&mut state).await.into_iter().map(|(id, e)| (id, Redacted(&e.to_string()).to_string())).collect();
         for (id, reason) in &diff.failed {
             error!(camera = %id, "camera from the reloaded file not started: {reason}");
+        }
+        for (change, ids) in [("removed", &diff.removed), ("updated", &diff.restarted), ("added", &diff.added)] {
+            for id in ids {
+                self.announce(&state, id, change, Origin::File).await;
+            }
         }
         info!(added = ?diff.added, removed = ?diff.removed, restarted = ?diff.restarted, unchanged = diff.unchanged.len(), "config reloaded");
         Ok(diff)
     }
 
-    /// Where camera `id`'s settings come from, if it runs.
-    pub async fn origin(&self, id: &str) -> Option<Origin> {
-        self.state.lock().await.running.get(id).map(|r| r.origin)
+    /// Where camera `id`'s settings come from, and whether it runs in this process; `None` if
+    /// no such camera is wanted.
+    pub async fn origin(&self, id: &str) -> Option<(Origin, bool)> {
+        let state = self.state.lock().await;
+        state.wanted.get(id).map(|w| (w.origin, state.running.contains_key(id)))
     }
 
-    /// Stop every camera, waiting for each to drain; later changes are refused.
+    /// Keep the leases: renew, rebalance and take free cameras every third of a lease, until
+    /// `shutdown`. Does nothing unless placement is by leases.
+    pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
+        let Placement::Leases(leases) = &self.placement else { return };
+        let period = leases.lock().await.lease() / 3;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let mut state = self.state.lock().await;
+            if state.events.is_none() {
+                return;
+            }
+            if let Err(e) = self.refresh_saved(&mut state).await {
+                warn!("cannot read the cameras added through the API: {e}");
+            }
+            let mut leases = leases.lock().await;
+            let given_up = self.rebalance(&mut state, &mut leases).await;
+            for (id, e) in self.sync(&mut state).await {
+                error!(camera = %id, "camera not started: {}", Redacted(&e.to_string()));
+            }
+            // Only once those cameras have stopped and written their last events.
+            for (id, token) in given_up {
+                let _ = leases.release(&id, token).await;
+            }
+        }
+    }
+
+    /// Stop every camera, waiting for each to drain, and give up its lease; later changes are
+    /// refused.
     pub async fn stop_all(&self) {
         let mut state = self.state.lock().await;
-        let running = std::mem::take(&mut state.running);
-        for r in running.values() {
-            r.stop.cancel();
-        }
-        for (_, r) in running {
-            let _ = r.task.await;
+        state.wanted.clear();
+        self.sync(&mut state).await;
+        if let Placement::Leases(leases) = &self.placement {
+            let mut leases = leases.lock().await;
+            for (id, token) in std::mem::take(&mut state.held) {
+                let _ = leases.release(&id, token).await;
+            }
+            let _ = leases.leave().await;
         }
         state.events = None;
     }
@@ -292,15 +349,63 @@ impl Fleet {
     }
 
     fn owned_by_api(&self, state: &State, id: &str) -> Result<(), FleetError> {
-        match state.running.get(id).map(|r| r.origin) {
+        match state.wanted.get(id).map(|w| w.origin) {
             None => Err(FleetError::NotFound(id.into())),
             Some(Origin::File) => Err(FleetError::FileOwned { id: id.into(), file: self.file_name() }),
             Some(Origin::Api) => Ok(()),
         }
     }
 
-    /// Start `cam` and add it to the running set.
-    async fn launch(&self, state: &mut State, cam: CameraConfig, origin: Origin) -> Result<(), FleetError> {
+    /// Whether wanted camera `id` runs in this process.
+    fn placed_here(&self, state: &State, id: &str) -> bool {
+        match &self.placement {
+            Placement::All => true,
+            Placement::Shard(shard) => shard.owns(id),
+            Placement::Leases(_) => state.held.contains_key(id),
+        }
+    }
+
+    /// Make the running set match the wanted cameras placed here: stop the others, restart the
+    /// ones whose settings changed, start the missing ones. Returns the ones that could not start.
+    async fn sync(&self, state: &mut State) -> Failures {
+        let stale: Vec<String> = state
+            .running
+            .iter()
+            .filter(|(id, r)| {
+                !self.placed_here(state, id) || state.wanted.get(*id).is_none_or(|w| w.config != r.config)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(r) = state.running.remove(&id) {
+                r.stop.cancel();
+                let _ = r.task.await;
+            }
+            self.registry.remove(&id);
+        }
+        let missing: Vec<CameraConfig> = state
+            .wanted
+            .iter()
+            .filter(|(id, _)| self.placed_here(state, id) && !state.running.contains_key(*id))
+            .map(|(_, w)| w.config.clone())
+            .collect();
+        let mut failures = Failures::new();
+        for cam in missing {
+            let id = cam.id.clone();
+            match self.launch(state, cam).await {
+                Ok(running) => {
+                    state.running.insert(id, running);
+                }
+                Err(e) => {
+                    failures.insert(id, e);
+                }
+            }
+        }
+        failures
+    }
+
+    /// Start `cam`.
+    async fn launch(&self, state: &State, cam: CameraConfig) -> Result<Running, FleetError> {
         let events = state.events.clone().ok_or(FleetError::Stopping)?;
         let status = self.registry.add(&cam.id, self.metrics.camera(&cam.id));
         let objects = match self.objects(&cam, status.clone()).await {
@@ -313,16 +418,98 @@ impl Fleet {
         let stop = self.shutdown.child_token();
         let task = camera::run(cam.clone(), objects, status, events, self.metrics.clone(), stop.clone());
         let task = tokio::spawn(task.instrument(info_span!("camera", id = %cam.id)));
-        state.running.insert(cam.id.clone(), Running { config: cam, origin, stop, task });
+        Ok(Running { config: cam, stop, task })
+    }
+
+    /// Merge the cameras saved by the API (possibly by another process) into the wanted set;
+    /// the file wins an id clash.
+    async fn refresh_saved(&self, state: &mut State) -> Result<(), FleetError> {
+        let saved = self.store.saved_cameras().await?;
+        let ids: std::collections::HashSet<&str> = saved.iter().map(|(id, _)| id.as_str()).collect();
+        state.wanted.retain(|id, w| w.origin == Origin::File || ids.contains(id.as_str()));
+        for (id, body) in &saved {
+            if state.wanted.get(id).is_some_and(|w| w.origin == Origin::File) {
+                warn!(camera = %id, "camera is in {} and was also added through the API; the file wins and the API one is forgotten", self.file_name());
+                self.store.forget_camera(id).await?;
+                continue;
+            }
+            let parsed = serde_json::from_str(body).map_err(|e| (String::new(), e.to_string()));
+            match parsed.and_then(CameraConfig::from_json) {
+                Ok(config) => {
+                    state.wanted.insert(id.clone(), Wanted { config, origin: Origin::Api });
+                }
+                Err((field, reason)) => {
+                    state.wanted.remove(id);
+                    if state.rejected.insert(id.clone()) {
+                        warn!(camera = %id, "saved camera is not valid, not started: {}", FleetError::Invalid { field, reason });
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Stop camera `id` and wait until its frames and events are drained.
-    async fn halt(&self, state: &mut State, id: &str) {
-        if let Some(r) = state.running.remove(id) {
-            r.stop.cancel();
-            let _ = r.task.await;
+    /// Renew the held leases, drop the lost ones, then hold this process's fair share. Returns
+    /// the leases to give back once their cameras have stopped.
+    async fn rebalance(&self, state: &mut State, leases: &mut Leases) -> Vec<(String, i64)> {
+        let alive = match leases.heartbeat().await {
+            Ok(alive) => {
+                state.leases_seen = Instant::now();
+                alive.max(1)
+            }
+            Err(e) => {
+                // Others may take the cameras once the leases run out: stop before that.
+                if state.leases_seen.elapsed() > leases.lease() * 2 / 3 && !state.held.is_empty() {
+                    error!("Redis unreachable for most of a lease; stopping this process's cameras: {e}");
+                    state.held.clear();
+                }
+                return Vec::new();
+            }
+        };
+        let mut given_up = Vec::new();
+        let held: Vec<(String, i64)> = state.held.iter().map(|(id, t)| (id.clone(), *t)).collect();
+        for (id, token) in held {
+            if !state.wanted.contains_key(&id) {
+                state.held.remove(&id);
+                given_up.push((id, token));
+            } else if !matches!(leases.renew(&id, token).await, Ok(true)) {
+                warn!(camera = %id, "lease lost; the camera stops here");
+                state.held.remove(&id);
+            }
         }
+        let share = state.wanted.len().div_ceil(alive);
+        while state.held.len() > share {
+            let Some((id, token)) = state.held.pop_last() else { break };
+            info!(camera = %id, share, "handing the camera over to a process with fewer");
+            given_up.push((id, token));
+        }
+        // Start from a different camera in each process, so they do not all race for the same.
+        let mut free: Vec<String> = state.wanted.keys().filter(|id| !state.held.contains_key(*id)).cloned().collect();
+        let offset = leases.node().bytes().map(usize::from).sum::<usize>() % free.len().max(1);
+        free.rotate_left(offset);
+        for id in free {
+            if state.held.len() >= share {
+                break;
+            }
+            match leases.acquire(&id).await {
+                Ok(Some(token)) => match self.store.fence(&id, token).await {
+                    Ok(()) => {
+                        info!(camera = %id, token, "lease taken");
+                        state.held.insert(id, token);
+                    }
+                    Err(e) => {
+                        warn!(camera = %id, "cannot fence the camera's events; lease given back: {e}");
+                        let _ = leases.release(&id, token).await;
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    warn!("cannot take leases: {e}");
+                    break;
+                }
+            }
+        }
+        given_up
     }
 
     /// The camera's object stage, loading the models on first use.

@@ -19,26 +19,44 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
+use crate::cluster::{Leases, Shard};
 use crate::config::Config;
 use crate::events::{Publisher, Recorder, Store, Webhook, retention};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
 use crate::status::Registry;
-use fleet::Fleet;
+use fleet::{Fleet, Placement};
 
 /// Events waiting for the recorder; analysis blocks only if the database is down this long.
 const EVENT_QUEUE: usize = 4096;
 /// How long the publisher may keep trying after the cameras have stopped.
 const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 
-/// Run every camera in `config` until `shutdown` is cancelled, then drain and return. `file`,
-/// where `config` came from, is re-read on SIGHUP and `POST /api/reload`.
+/// Where a config came from, and which of its cameras this process runs.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// Re-read on SIGHUP and `POST /api/reload`.
+    pub file: Option<PathBuf>,
+    /// `--shard i/n`: only the cameras of this shard.
+    pub shard: Option<Shard>,
+}
+
+/// Run the cameras in `config` (those `scope` gives this process) until `shutdown` is cancelled,
+/// then drain and return.
 pub async fn run(
     config: Config,
-    file: Option<PathBuf>,
+    scope: Scope,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let placement = match (scope.shard, config.cluster.leases) {
+        (Some(_), true) => anyhow::bail!("use either --shard or [cluster] leases, not both"),
+        (Some(shard), false) => Placement::Shard(shard),
+        (None, true) => Placement::Leases(tokio::sync::Mutex::new(
+            Leases::new(&config.redis.url, &config.cluster).context("configuring leases in Redis")?,
+        )),
+        (None, false) => Placement::All,
+    };
     let store = Store::connect(&config.database.url).await.context("starting the event store")?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
@@ -75,7 +93,8 @@ pub async fn run(
 
     let fleet = Arc::new(Fleet::new(
         &config,
-        file,
+        scope.file,
+        placement,
         store.clone(),
         metrics.clone(),
         registry.clone(),
@@ -87,6 +106,7 @@ pub async fn run(
         return Err(anyhow::Error::new(e).context("starting the cameras"));
     }
     tokio::spawn(reload_on_hangup(fleet.clone(), shutdown.clone()));
+    tokio::spawn(fleet.clone().keep_leases(shutdown.clone()));
     tokio::spawn(sample_rates(registry.clone(), shutdown.clone()));
     let api_state = Arc::new(ApiState {
         store: store.clone(),
