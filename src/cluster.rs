@@ -54,6 +54,10 @@ const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                        return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Raises a fence counter to at least ARGV[1].
+const RAISE: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
+                     if n < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 1";
+
 /// This process's view of the camera leases in Redis.
 pub struct Leases {
     conn: ConnectionManager,
@@ -130,6 +134,16 @@ impl Leases {
     pub async fn release(&mut self, id: &str, token: i64) -> redis::RedisResult<()> {
         let _: i64 =
             redis::Script::new(RELEASE).key(self.key(id)).arg(self.value(token)).invoke_async(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// Make camera `id`'s next token larger than `floor`.
+    pub async fn raise(&mut self, id: &str, floor: i64) -> redis::RedisResult<()> {
+        let _: i64 = redis::Script::new(RAISE)
+            .key(format!("{}:fence:{id}", self.prefix))
+            .arg(floor)
+            .invoke_async(&mut self.conn)
+            .await?;
         Ok(())
     }
 

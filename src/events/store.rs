@@ -337,8 +337,9 @@ impl Store {
     }
 
     /// Write camera `camera`'s events under lease `token` from now on, and raise its fence to
-    /// `token` so writes under any older token (another process's) are refused.
-    pub async fn fence(&self, camera: &str, token: i64) -> Result<(), StoreError> {
+    /// `token` so writes under any older token (another process's) are refused. Returns the
+    /// fence now stored: larger than `token` if the token was already stale.
+    pub async fn fence(&self, camera: &str, token: i64) -> Result<i64, StoreError> {
         sqlx::query(
             "INSERT INTO camera_fences (camera_id, token) VALUES ($1, $2) \
              ON CONFLICT (camera_id) DO UPDATE SET token = excluded.token WHERE camera_fences.token < excluded.token",
@@ -347,8 +348,12 @@ impl Store {
         .bind(token)
         .execute(&self.pool)
         .await?;
+        let stored: i64 = sqlx::query_scalar("SELECT token FROM camera_fences WHERE camera_id = $1")
+            .bind(camera)
+            .fetch_one(&self.pool)
+            .await?;
         self.fences.write().unwrap_or_else(|p| p.into_inner()).insert(camera.to_string(), token);
-        Ok(())
+        Ok(stored)
     }
 
     /// Webhook `name`'s cursor; a new webhook starts after the newest event, so it is not sent

@@ -493,9 +493,15 @@ impl Fleet {
             }
             match leases.acquire(&id).await {
                 Ok(Some(token)) => match self.store.fence(&id, token).await {
-                    Ok(()) => {
+                    Ok(stored) if stored == token => {
                         info!(camera = %id, token, "lease taken");
                         state.held.insert(id, token);
+                    }
+                    Ok(stored) => {
+                        // The database saw later tokens than Redis hands out (Redis was reset).
+                        warn!(camera = %id, token, stored, "lease token behind the database fence; raising it");
+                        let _ = leases.raise(&id, stored).await;
+                        let _ = leases.release(&id, token).await;
                     }
                     Err(e) => {
                         warn!(camera = %id, "cannot fence the camera's events; lease given back: {e}");

@@ -99,12 +99,18 @@ pub struct Vigil {
 
 impl Vigil {
     pub fn start(dir: &Path, config_toml: &str) -> Self {
+        Self::start_with(dir, config_toml, &[])
+    }
+
+    /// `vigil run -c CONFIG ARGS…`.
+    pub fn start_with(dir: &Path, config_toml: &str, args: &[&str]) -> Self {
         let config = dir.join("cameras.toml");
         std::fs::write(&config, config_toml).unwrap();
         let log = dir.join("vigil.log");
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(["run", "-c"])
             .arg(&config)
+            .args(args)
             .env("VIGIL_LOG", "debug,sqlx=warn,redis=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -1,0 +1,182 @@
+//! Several `vigil run` processes on one Redis and one PostgreSQL: cameras split by `--shard`
+//! and by leases, each camera run by exactly one process; a killed process's cameras move to
+//! the others within the lease time; a stale writer is fenced out of the database.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{Redis, Vigil, free_port, media, postgres_url};
+use serde_json::Value;
+use vigil::cluster::Shard;
+use vigil::events::{EventType, NewEvent, Store, StoreError};
+use vigil::sample::SampleServer;
+
+/// Six cameras, each on its own RTSP server; ids unique to this test run.
+fn cameras(tag: &str) -> (Vec<SampleServer>, Vec<(String, String)>) {
+    let video = media("car-detection.mp4");
+    let servers: Vec<SampleServer> =
+        (0..6).map(|i| SampleServer::start(&video, &format!("c{i}"), 0).unwrap()).collect();
+    let ids = servers.iter().enumerate().map(|(i, s)| (format!("{tag}-{}-{i}", std::process::id()), s.url())).collect();
+    (servers, ids)
+}
+
+fn config(dir: &Path, redis: &str, api: u16, cameras: &[(String, String)], cluster: &str) -> String {
+    let mut toml = format!(
+        "[database]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:{api}\"\n[redis]\nurl = \"{redis}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n{cluster}\n",
+        postgres_url(),
+        dir.join("snaps").display()
+    );
+    for (id, url) in cameras {
+        toml.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\n[cameras.detection]\nenabled = false\n"));
+    }
+    toml
+}
+
+/// A `vigil run` with its own directory and API port.
+struct Node {
+    vigil: Vigil,
+    api: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn start(redis: &str, cameras: &[(String, String)], cluster: &str, shard: Option<&str>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let toml = config(dir.path(), redis, api, cameras, cluster);
+    let vigil = match shard {
+        Some(s) => Vigil::start_with(dir.path(), &toml, &["--shard", s]),
+        None => Vigil::start(dir.path(), &toml),
+    };
+    Node { vigil, api, _dir: dir }
+}
+
+/// The cameras streaming in each node (empty for one that does not answer).
+async fn streaming(nodes: &[&Node]) -> Vec<BTreeSet<String>> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let cams: Vec<Value> = match reqwest::get(format!("http://127.0.0.1:{}/api/cameras", node.api)).await {
+            Ok(res) => res.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        out.push(
+            cams.iter().filter(|c| c["state"] == "streaming").map(|c| c["id"].as_str().unwrap().to_string()).collect(),
+        );
+    }
+    out
+}
+
+/// Waits until every camera streams in exactly one node and `shape` accepts the split.
+async fn wait_split(
+    nodes: &[&Node],
+    all: &BTreeSet<String>,
+    limit: Duration,
+    shape: impl Fn(&[BTreeSet<String>]) -> bool,
+) -> Vec<BTreeSet<String>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let split = streaming(nodes).await;
+        let total: usize = split.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<String> = split.iter().flatten().cloned().collect();
+        if total == all.len() && union == *all && shape(&split) {
+            return split;
+        }
+        assert!(Instant::now() < deadline, "cameras not split as wanted: {split:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_shards_run_each_camera_once() {
+    let redis = Redis::start();
+    let (_servers, cams) = cameras("shard");
+    let all: BTreeSet<String> = cams.iter().map(|(id, _)| id.clone()).collect();
+    let nodes: Vec<Node> = (0..3).map(|i| start(&redis.url(), &cams, "", Some(&format!("{i}/3")))).collect();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let split = wait_split(&refs, &all, Duration::from_secs(30), |_| true).await;
+    for (i, ids) in split.iter().enumerate() {
+        let shard: Shard = format!("{i}/3").parse().unwrap();
+        assert!(ids.iter().all(|id| shard.owns(id)), "shard {i} runs {ids:?}");
+    }
+    for node in nodes {
+        assert_eq!(node.vigil.terminate().0, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_share_cameras_and_move_them_off_a_dead_process() {
+    let redis = Redis::start();
+    let (_servers, cams) = cameras("lease");
+    let all: BTreeSet<String> = cams.iter().map(|(id, _)| id.clone()).collect();
+    let cluster = "[cluster]\nleases = true\nlease_secs = 2\nprefix = \"test\"";
+    // As if Redis had been reset: the database has seen a later token than Redis will hand out.
+    let store = Store::connect(&postgres_url()).await.unwrap();
+    assert_eq!(store.fence(&cams[0].0, 1000).await.unwrap(), 1000);
+    let a = start(&redis.url(), &cams, cluster, None);
+    let b = start(&redis.url(), &cams, cluster, None);
+    let c = start(&redis.url(), &cams, cluster, None);
+    let even = |split: &[BTreeSet<String>]| split.iter().all(|s| s.len() == 2);
+    let split = wait_split(&[&a, &b, &c], &all, Duration::from_secs(40), even).await;
+    println!("three processes: {split:?}");
+
+    // Kill one: its cameras go to the other two once its leases run out (2 s).
+    let orphans = split[2].clone();
+    let killed = Instant::now();
+    drop(c);
+    let split = wait_split(&[&a, &b], &all, Duration::from_secs(20), |s| s.iter().all(|s| s.len() == 3)).await;
+    let moved = killed.elapsed();
+    println!("after the kill, {moved:?}: {split:?}");
+    assert!(moved < Duration::from_secs(5), "cameras {orphans:?} took {moved:?} to move");
+
+    // Every event row is one camera's, from one process at a time: ids are unique and each
+    // camera's connections alternate with disconnections except across the kill.
+    let events: Vec<_> =
+        store.after(0, 1_000_000).await.unwrap().into_iter().filter(|e| all.contains(&e.camera_id)).collect();
+    let ids: BTreeSet<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), events.len(), "no event id twice");
+    let mut connected: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.event_type == EventType::Camera && e.event_data["state"] == "connected") {
+        *connected.entry(e.camera_id.as_str()).or_default() += 1;
+    }
+    for id in &orphans {
+        assert!(connected[id.as_str()] >= 2, "{id} connected again in a live process");
+    }
+    for node in [a, b] {
+        assert_eq!(node.vigil.terminate().0, Some(0));
+    }
+}
+
+#[tokio::test]
+async fn a_writer_with_a_stale_lease_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = format!("fenced-{}", std::process::id());
+    let ev = NewEvent {
+        key: None,
+        event_type: EventType::Motion,
+        camera_id: camera.clone(),
+        timestamp: Utc::now(),
+        frame_number: Some(1),
+        data: serde_json::json!({"phase": "start"}),
+        snapshot: None,
+        crop: None,
+    };
+    // Two processes' stores on one database: the old owner holds token 4, the new one takes 5.
+    let old = Store::connect(&postgres_url()).await.unwrap();
+    let new = Store::connect(&postgres_url()).await.unwrap();
+    old.fence(&camera, 4).await.unwrap();
+    old.save(&ev, None, dir.path()).await.unwrap();
+    new.fence(&camera, 5).await.unwrap();
+    new.save(&ev, None, dir.path()).await.unwrap();
+    match old.save(&ev, None, dir.path()).await {
+        Err(StoreError::Fenced { token: 4, .. }) => {}
+        other => panic!("the stale writer was not refused: {:?}", other.map(|(e, _)| e.id)),
+    }
+    // A lower token never lowers the fence.
+    old.fence(&camera, 3).await.unwrap();
+    assert!(matches!(old.save(&ev, None, dir.path()).await, Err(StoreError::Fenced { .. })));
+    new.save(&ev, None, dir.path()).await.unwrap();
+}
