@@ -1,13 +1,22 @@
-//! Per-stage costs on the hot path: motion on a 1080p luma plane, the frame channel, event JSON.
+//! Per-stage costs on the hot path: motion on a 1080p luma plane, the frame channel, the tracker
+//! with 50 tracks, CTC decoding, event JSON, and, with the models installed, the detector's
+//! letterbox and YOLOX decode + NMS on the model's real output for a real photo.
 //! Run: `cargo bench --bench stages`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use gstreamer_video::prelude::*;
+use vigil::anpr::ctc::Alphabet;
 use vigil::channel::{self, Policy};
-use vigil::config::MotionConfig;
+use vigil::config::{Config, MotionConfig, TrackerConfig};
+use vigil::detect::{Detection, Detector, yolox};
 use vigil::events::{Event, EventType};
+use vigil::inference::{Batcher, Runtime};
+use vigil::metrics::Metrics;
 use vigil::motion::MotionDetector;
+use vigil::track::Tracker;
 
 fn luma(w: usize, h: usize, square_x: usize) -> Vec<u8> {
     let mut f: Vec<u8> = (0..w * h).map(|i| (i % 251) as u8 / 4 + 60).collect();
@@ -54,5 +63,88 @@ fn event_json(c: &mut Criterion) {
     c.bench_function("event to JSON", |b| b.iter(|| serde_json::to_string(black_box(&ev)).unwrap()));
 }
 
-criterion_group!(benches, motion, frame_channel, event_json);
+/// 50 cars in a 10 × 5 grid, each drifting right by 4 px per step.
+fn cars(step: usize) -> Vec<Detection> {
+    (0..50)
+        .map(|i| {
+            let (x, y) = ((i % 10) as f32 * 190.0 + (step % 40) as f32 * 4.0, (i / 10) as f32 * 210.0 + 20.0);
+            Detection { class: 2, score: 0.8, bbox: [x, y, x + 120.0, y + 80.0] }
+        })
+        .collect()
+}
+
+fn tracker(c: &mut Criterion) {
+    let mut tracker = Tracker::new(&TrackerConfig::default(), 1);
+    let (mut step, mut t) = (0, 0.0);
+    for _ in 0..10 {
+        tracker.update(&cars(step), |_| 0.5, t);
+        (step, t) = (step + 1, t + 0.2);
+    }
+    c.bench_function("tracker step, 50 tracks", |b| {
+        b.iter(|| {
+            (step, t) = (step + 1, t + 0.2);
+            black_box(tracker.update(&cars(step), |_| 0.5, t))
+        })
+    });
+}
+
+fn ctc(c: &mut Criterion) {
+    // PP-OCRv4's alphabet size (6623 symbols plus blank and space) and a 40-step plate line.
+    let dict: String = (0..6623u32).map(|i| format!("{}\n", char::from_u32(0x4e00 + i).unwrap())).collect();
+    let alphabet = Alphabet::from_lines(&dict);
+    let classes = alphabet.classes();
+    let mut probs = vec![0.0001f32; 40 * classes];
+    for (step, row) in probs.chunks_exact_mut(classes).enumerate() {
+        row[if step % 3 == 0 { 0 } else { 1 + step * 37 % 6600 }] = 0.95;
+    }
+    c.bench_function("CTC greedy decode, 40 steps x 6625 classes", |b| {
+        b.iter(|| black_box(alphabet.decode(black_box(&probs), classes)))
+    });
+}
+
+/// The dog photo from the shared assets as a GStreamer RGB buffer.
+fn photo() -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/images/dog.jpg");
+    let rgb = image::open(path).ok()?.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let info = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::Rgb, w, h).build().ok()?;
+    let mut buffer = gstreamer::Buffer::with_size(info.size()).ok()?;
+    {
+        let mut frame = gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &info).ok()?;
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).ok()?;
+        for (dst, src) in data.chunks_mut(stride).zip(rgb.chunks(w as usize * 3)) {
+            dst[..src.len()].copy_from_slice(src);
+        }
+    }
+    Some((buffer, info))
+}
+
+/// Letterbox and YOLOX decode + NMS; skipped (with a note) where setup has not installed the models.
+fn detector(c: &mut Criterion) {
+    let mut config = Config::default();
+    config.models.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let loaded = Runtime::load(&config.inference).ok().and_then(|rt| {
+        let detector = Detector::load(&config.models, &rt, &config.inference, Arc::new(Metrics::new())).ok()?;
+        let session = rt.session(&config.models.dir.join("yolox_nano_coco80_416.batch.onnx")).ok()?;
+        Some((detector, Batcher::spawn("bench", session, &config.inference, Arc::new(Metrics::new()))))
+    });
+    let (Some((detector, batcher)), Some((buffer, info))) = (loaded, photo()) else {
+        eprintln!("models or ../shared/images/dog.jpg missing (run scripts/setup): detector benches skipped");
+        return;
+    };
+    let crop = [0, 0, info.width(), info.height()];
+    c.bench_function("letterbox + normalise, photo to 416x416", |b| {
+        b.iter(|| black_box(detector.letterbox(&buffer, &info, crop).unwrap()))
+    });
+    let (tensor, scale) = detector.letterbox(&buffer, &info, crop).unwrap();
+    let out = batcher.infer(&[3, 416, 416], tensor).unwrap();
+    let grid = yolox::grid(416, 416, &[8, 16, 32]);
+    let limits = (info.width() as f32, info.height() as f32);
+    c.bench_function("YOLOX decode + NMS, real output", |b| {
+        b.iter(|| black_box(yolox::decode(&out.data, &grid, 80, scale, (0.0, 0.0), limits, 0.3, 0.45)))
+    });
+}
+
+criterion_group!(benches, motion, frame_channel, tracker, ctc, event_json, detector);
 criterion_main!(benches);

@@ -24,7 +24,7 @@ enum Command {
     Replay(cmds::replay::Args),
     /// Read licence plates in still images.
     Anpr(cmds::anpr::Args),
-    /// Measured reports: `vigil bench anpr DIR…` (plate accuracy).
+    /// Measured reports: `vigil bench pipeline` (throughput against the raw limits), `vigil bench anpr DIR…` (plate accuracy).
     Bench(cmds::bench::Args),
 }
 

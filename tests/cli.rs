@@ -39,9 +39,11 @@ fn a_valid_config_passes() {
 }
 
 #[test]
-fn the_example_config_is_valid() {
-    let (ok, stderr) = check(include_str!("../cameras.example.toml"));
-    assert!(ok, "{stderr}");
+fn the_example_configs_are_valid() {
+    for example in [include_str!("../cameras.example.toml"), include_str!("../docker/cameras.docker.toml")] {
+        let (ok, stderr) = check(example);
+        assert!(ok, "{stderr}");
+    }
 }
 
 /// `vigil run` on a config whose camera needs the detector; returns (success, stderr).

@@ -57,7 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
-fn default_video() -> Option<PathBuf> {
+/// The demo sample, where scripts/setup puts it.
+pub fn default_video() -> Option<PathBuf> {
     let name = Path::new("media").join("car-detection.mp4");
     [name.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&name)].into_iter().find(|p| p.is_file())
 }

@@ -134,7 +134,7 @@ impl Detector {
 
     /// Crop, scale (keeping aspect) into the top-left of a padded model-sized canvas, and lay
     /// out as planar BGR floats 0–255. Returns the tensor and the scale factor.
-    fn letterbox(
+    pub fn letterbox(
         &self,
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,

@@ -1,5 +1,5 @@
-//! `vigil bench`: measured reports. `vigil bench anpr DIR…` is the plate-reading accuracy report
-//! against ground truth (`NAME.txt`: `file x y w h PLATE`, tab-separated).
+//! `vigil bench anpr DIR…`: plate-reading accuracy against ground truth (`NAME.txt`:
+//! `file x y w h PLATE`, tab-separated).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,19 +10,7 @@ use vigil::anpr::plate::edit_distance;
 use vigil::anpr::still::overlaps;
 
 #[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    report: Report,
-}
-
-#[derive(clap::Subcommand)]
-enum Report {
-    /// Plate-reading accuracy on folders of images with ground truth.
-    Anpr(AnprArgs),
-}
-
-#[derive(clap::Args)]
-struct AnprArgs {
+pub struct AnprArgs {
     /// Print one JSON object per folder instead of the table.
     #[arg(long)]
     json: bool,
@@ -30,16 +18,10 @@ struct AnprArgs {
     #[arg(long)]
     misses: bool,
     #[command(flatten)]
-    options: super::anpr::Options,
+    options: crate::cmds::anpr::Options,
     /// Folders of images, each image with a `.txt` ground truth beside it.
     #[arg(required = true)]
     dirs: Vec<PathBuf>,
-}
-
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.report {
-        Report::Anpr(a) => anpr(a),
-    }
 }
 
 /// One folder's results.
@@ -58,8 +40,8 @@ struct Tally {
     millis: f64,
 }
 
-fn anpr(args: AnprArgs) -> anyhow::Result<()> {
-    let models = super::anpr::Models::load(&args.options)?;
+pub fn run(args: AnprArgs) -> anyhow::Result<()> {
+    let models = crate::cmds::anpr::Models::load(&args.options)?;
     if !args.json {
         println!(
             "{:<20} {:>6} {:>7} {:>9} {:>7} {:>7} {:>8} {:>7} {:>9}",

@@ -1,0 +1,393 @@
+//! `vigil bench pipeline`: the whole pipeline on one video, measured against the raw limits of
+//! the same machine in the same run.
+//!
+//! 1. Raw decode: the camera's own GStreamer pipeline into a channel that is drained at once.
+//! 2. Raw inference: the detector alone on decoded frames, from 1 to 8 concurrent callers (the
+//!    batching service merges concurrent calls into batches).
+//! 3. The real supervisor on 1..N looping file cameras per stage set, with frames that block the
+//!    decoder when analysis is behind, so throughput is what the stages allow.
+//!
+//! The limit for a run is the rate the machine would reach if the decode and inference work just
+//! added up: `1 / (1/decode + d/inference)`, where `d` is the share of frames the run actually
+//! sent to the detector (motion gates detection) and `inference` is the raw rate with as many
+//! concurrent callers as the run has cameras. Files run as fast as the stages allow (the decoder
+//! waits for analysis), so this is throughput; latency here includes that queueing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use vigil::channel::{self, Policy, Recv};
+use vigil::config::{CameraConfig, Config};
+use vigil::detect::Detector;
+use vigil::inference::Runtime;
+use vigil::ingest::{Frame, FrameSink, SourceHealth, Streamer};
+use vigil::metrics::Metrics;
+use vigil::supervisor::{self, Scope};
+
+/// Which stages a run includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stages {
+    /// Motion only.
+    Motion,
+    /// Motion, detection and tracking.
+    Detect,
+    /// Motion, detection, tracking and plate reading.
+    Anpr,
+}
+
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// The video (default: the demo sample).
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// Seconds each run is measured, after a warm-up second.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Camera counts to run.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8])]
+    cameras: Vec<usize>,
+    /// Stage sets to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Stages::Motion, Stages::Detect, Stages::Anpr])]
+    stages: Vec<Stages>,
+    /// The models directory.
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// Redis to publish to; frame-to-publish latency is measured by subscribing to it.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The raw limits.
+#[derive(Serialize)]
+struct Limits {
+    decode_fps: f64,
+    /// Detector frames per second by concurrent callers (1, 2, 4, 8).
+    inference_fps: Vec<(usize, f64)>,
+    inference_ms_batch1: f64,
+}
+
+impl Limits {
+    /// Inference fps with as many concurrent callers as `cameras` can make (each camera's
+    /// analysis thread calls the detector one frame at a time).
+    fn inference_for(&self, cameras: usize) -> f64 {
+        let reachable = self.inference_fps.iter().filter(|(callers, _)| *callers <= cameras.max(1));
+        reachable.map(|(_, f)| *f).fold(0.0, f64::max)
+    }
+}
+
+/// One pipeline run.
+#[derive(Serialize)]
+struct Run {
+    stages: Stages,
+    cameras: usize,
+    /// Frames through analysis per second, all cameras.
+    fps: f64,
+    /// Share of analysed frames that went through the detector.
+    detected_share: f64,
+    limit_fps: f64,
+    ratio: f64,
+    dropped: u64,
+    /// Frame to Redis message, for events emitted at their frame (`start`s), milliseconds.
+    latency_ms: Option<[f64; 3]>,
+    peak_rss_mb: f64,
+    cpu_per_camera_pct: f64,
+}
+
+pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
+    let video = match &args.video {
+        Some(v) => v.clone(),
+        None => crate::cmds::demo::default_video().context("no sample video; run scripts/setup or pass --video")?,
+    };
+    let video = std::fs::canonicalize(&video).with_context(|| format!("video {}", video.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let probe = config(&args, &video, 1, Stages::Detect, &scratch(0))?;
+    eprintln!("measuring raw decode …");
+    let (decode_fps, frames) = raw_decode(&probe.cameras[0], &runtime)?;
+    eprintln!("measuring raw inference …");
+    let limits = raw_inference(&probe, &frames, decode_fps)?;
+    let mut runs = Vec::new();
+    for (i, stages) in args.stages.iter().enumerate() {
+        for (j, &cams) in args.cameras.iter().enumerate() {
+            eprintln!("running {cams} camera(s), {stages:?} …");
+            let dir = scratch(1 + i * args.cameras.len() + j);
+            let config = config(&args, &video, cams, *stages, &dir)?;
+            let run = runtime.block_on(pipeline(config, *stages, cams, &args, &limits));
+            let _ = std::fs::remove_dir_all(&dir);
+            runs.push(run?);
+        }
+    }
+    let _ = std::fs::remove_dir_all(scratch(0));
+    if args.json {
+        println!("{}", serde_json::json!({ "video": video, "limits": limits, "runs": runs }));
+    } else {
+        print_table(&video, &limits, &runs);
+    }
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// A fresh scratch directory for one run's database and snapshots.
+fn scratch(n: usize) -> PathBuf {
+    std::env::temp_dir().join(format!("vigil-bench-{}-{n}", std::process::id()))
+}
+
+/// A config with `cameras` looping file cameras on `video`, running `stages`.
+fn config(args: &PipelineArgs, video: &Path, cameras: usize, stages: Stages, dir: &Path) -> anyhow::Result<Config> {
+    std::fs::create_dir_all(dir)?;
+    let models = std::fs::canonicalize(&args.models).with_context(|| format!("models {}", args.models.display()))?;
+    let mut toml = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[redis]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
+        dir.join("bench.db").display(),
+        args.redis,
+        dir.join("snaps").display(),
+        models.display()
+    );
+    for i in 0..cameras {
+        toml.push_str(&format!(
+            "[[cameras]]\nid = \"bench-{i}\"\nurl = \"file://{}\"\nloop = true\ndetect_fps = 30\n\
+             [cameras.detection]\nenabled = {}\n[cameras.anpr]\nenabled = {}\n",
+            video.display(),
+            stages != Stages::Motion,
+            stages == Stages::Anpr
+        ));
+    }
+    Ok(Config::parse(&toml, "bench")?)
+}
+
+/// Decode the video with the camera's pipeline, draining frames at once, for at least 3 s;
+/// returns frames per second and a few frames kept for the inference measurement.
+fn raw_decode(cam: &CameraConfig, runtime: &tokio::runtime::Runtime) -> anyhow::Result<(f64, Vec<Frame>)> {
+    let metrics = Metrics::new();
+    let (mut frames, mut kept) = (0u64, Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (tx, rx) = channel::bounded(8, Policy::Block);
+        let sink = FrameSink {
+            camera: "raw".into(),
+            tx,
+            seq: Arc::new(AtomicU64::new(0)),
+            metrics: metrics.camera("raw"),
+            health: Arc::new(SourceHealth::default()),
+            epoch: Instant::now(),
+        };
+        let keep = kept.is_empty();
+        let drain = std::thread::spawn(move || {
+            let (mut n, mut keep_frames) = (0u64, Vec::new());
+            loop {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Recv::Item(frame) => {
+                        n += 1;
+                        if keep && n % 10 == 0 && keep_frames.len() < 16 {
+                            keep_frames.extend(frame.detached().ok());
+                        }
+                    }
+                    Recv::Timeout => {}
+                    Recv::Closed => return (n, keep_frames),
+                }
+            }
+        });
+        let streamer = Streamer::build(cam, sink.clone())?;
+        streamer.start()?;
+        runtime.block_on(streamer.wait());
+        drop(streamer);
+        sink.tx.close();
+        let (n, k) = drain.join().expect("drain thread");
+        frames += n;
+        if keep {
+            kept = k;
+        }
+    }
+    anyhow::ensure!(!kept.is_empty(), "the video gave no frames");
+    Ok((frames as f64 / started.elapsed().as_secs_f64(), kept))
+}
+
+/// The detector alone on decoded frames, 1, 2, 4 and 8 concurrent callers, 3 s each.
+fn raw_inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::Result<Limits> {
+    let runtime = Runtime::load(&config.inference)?;
+    let detector = Arc::new(Detector::load(&config.models, &runtime, &config.inference, Arc::new(Metrics::new()))?);
+    let frames = Arc::new(frames.to_vec());
+    let mut inference_fps = Vec::new();
+    let mut inference_ms_batch1 = 0.0;
+    for callers in [1usize, 2, 4, 8] {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let started = Instant::now();
+        let threads: Vec<_> = (0..callers)
+            .map(|c| {
+                let (detector, frames) = (detector.clone(), frames.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0usize;
+                    while Instant::now() < deadline {
+                        let f = &frames[(c + n) % frames.len()];
+                        detector.detect(&f.buffer, &f.info, None, 0.3).expect("detector runs");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let done: usize = threads.into_iter().map(|t| t.join().expect("inference thread")).sum();
+        let fps = done as f64 / started.elapsed().as_secs_f64();
+        if callers == 1 {
+            inference_ms_batch1 = 1000.0 / fps;
+        }
+        inference_fps.push((callers, fps));
+    }
+    Ok(Limits { decode_fps, inference_fps, inference_ms_batch1 })
+}
+
+/// Run the supervisor on `config` and measure it.
+async fn pipeline(
+    config: Config,
+    stages: Stages,
+    cams: usize,
+    args: &PipelineArgs,
+    limits: &Limits,
+) -> anyhow::Result<Run> {
+    let ids: Vec<String> = config.cameras.iter().map(|c| c.id.clone()).collect();
+    let metrics = Arc::new(Metrics::new());
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn(listen(args.redis.clone(), latencies.clone(), shutdown.clone()));
+    reset_peak_rss();
+    let task = tokio::spawn(supervisor::run(config, Scope::default(), metrics.clone(), shutdown.clone()));
+    let sum = |f: fn(&vigil::metrics::CameraMetrics) -> u64| ids.iter().map(|id| f(&metrics.camera(id))).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sum(|m| m.analysed.get()) == 0 {
+        anyhow::ensure!(!task.is_finished() && Instant::now() < deadline, "the pipeline did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let (analysed0, detected0, dropped0, cpu0, t0) = (
+        sum(|m| m.analysed.get()),
+        sum(|m| m.detected.get()),
+        sum(|m| m.dropped_backpressure.get()),
+        cpu_seconds(),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let analysed = sum(|m| m.analysed.get()) - analysed0;
+    let detected = sum(|m| m.detected.get()) - detected0;
+    let dropped = sum(|m| m.dropped_backpressure.get()) - dropped0;
+    let cpu = cpu_seconds() - cpu0;
+    let peak_rss_mb = peak_rss_bytes() as f64 / 1e6;
+    shutdown.cancel();
+    task.await??;
+    let _ = listener.await;
+    let fps = analysed as f64 / secs;
+    let detected_share = if analysed == 0 { 0.0 } else { detected as f64 / analysed as f64 };
+    let limit_fps = 1.0 / (1.0 / limits.decode_fps + detected_share / limits.inference_for(cams));
+    let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    Ok(Run {
+        stages,
+        cameras: cams,
+        fps,
+        detected_share,
+        limit_fps,
+        ratio: fps / limit_fps,
+        dropped,
+        latency_ms: (!lat.is_empty()).then(|| [pct(0.5), pct(0.95), pct(0.99)]),
+        peak_rss_mb,
+        cpu_per_camera_pct: cpu / secs / cams as f64 * 100.0,
+    })
+}
+
+/// Collect frame-to-message latencies of `start` events from Redis until `shutdown`.
+async fn listen(url: String, into: Arc<std::sync::Mutex<Vec<f64>>>, shutdown: CancellationToken) {
+    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    let Ok(mut pubsub) = client.get_async_pubsub().await else {
+        eprintln!("Redis at {} unreachable: no latency figures", vigil::redact::Redacted(&url));
+        return;
+    };
+    if pubsub.subscribe("events").await.is_err() {
+        return;
+    }
+    let mut messages = pubsub.on_message();
+    loop {
+        let msg = tokio::select! {
+            msg = messages.next() => msg,
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(msg) = msg else { return };
+        let Ok(event) = serde_json::from_slice::<vigil::events::Event>(msg.get_payload_bytes()) else { continue };
+        if event.event_data["phase"] == "start" {
+            let ms = (chrono::Utc::now() - event.timestamp).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+            into.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+        }
+    }
+}
+
+/// User plus system CPU time of this process, seconds (`/proc/self/stat`, in USER_HZ = 100).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Reset the kernel's peak-RSS mark for this process (`clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok());
+    kb.unwrap_or(0) * 1024
+}
+
+fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
+    println!("video: {}", video.display());
+    println!("raw decode:    {:8.1} fps", limits.decode_fps);
+    for (callers, fps) in &limits.inference_fps {
+        println!("raw inference: {fps:8.1} fps with {callers} concurrent caller(s)");
+    }
+    println!("inference, 1 caller: {:.1} ms per frame\n", limits.inference_ms_batch1);
+    println!(
+        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>22} {:>9} {:>9}",
+        "stages",
+        "cams",
+        "fps",
+        "detected",
+        "limit",
+        "ratio",
+        "dropped",
+        "latency p50/p95/p99 ms",
+        "peak RSS",
+        "CPU/cam"
+    );
+    for r in runs {
+        let latency = r.latency_ms.map_or("n/a".to_string(), |[a, b, c]| format!("{a:.0}/{b:.0}/{c:.0}"));
+        println!(
+            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>22} {:>6.0} MB {:>8.0}%",
+            format!("{:?}", r.stages).to_lowercase(),
+            r.cameras,
+            r.fps,
+            r.detected_share * 100.0,
+            r.limit_fps,
+            r.ratio * 100.0,
+            r.dropped,
+            latency,
+            r.peak_rss_mb,
+            r.cpu_per_camera_pct
+        );
+    }
+}
