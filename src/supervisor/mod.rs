@@ -27,8 +27,11 @@ use crate::redact::Redacted;
 use crate::status::Registry;
 use fleet::{Fleet, Placement};
 
-/// Events waiting for the recorder; analysis blocks only if the database is down this long.
-const EVENT_QUEUE: usize = 4096;
+/// Events waiting for the recorder. Kept short because an event can pin a decoded frame until
+/// its snapshot is encoded: when the recorder falls behind (CPU overload), analysis waits, the
+/// camera channels drop frames, and memory stays flat. A database outage is absorbed by the
+/// recorder's own buffer of encoded events, not here.
+const EVENT_QUEUE: usize = 128;
 /// How long the publisher may keep trying after the cameras have stopped.
 const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 

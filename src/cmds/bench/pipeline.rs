@@ -5,7 +5,8 @@
 //! 2. Raw inference: the detector alone on decoded frames, from 1 to 8 concurrent callers (the
 //!    batching service merges concurrent calls into batches).
 //! 3. The real supervisor on 1..N looping file cameras per stage set, with frames that block the
-//!    decoder when analysis is behind, so throughput is what the stages allow.
+//!    decoder when analysis is behind, so throughput is what the stages allow; or, with
+//!    `--live`, on RTSP streams of the video at its own rate, which drop frames instead.
 //!
 //! The limit for a run is the rate the machine would reach if the decode and inference work just
 //! added up: `1 / (1/decode + d/inference)`, where `d` is the share of frames the run actually
@@ -47,9 +48,12 @@ pub struct PipelineArgs {
     /// The video (default: the demo sample).
     #[arg(long)]
     video: Option<PathBuf>,
-    /// Seconds each run is measured, after a warm-up second.
+    /// Seconds each run is measured, after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Seconds each run warms up before it is measured (pools, arenas, tracks fill up).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
     /// Camera counts to run.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8])]
     cameras: Vec<usize>,
@@ -62,6 +66,10 @@ pub struct PipelineArgs {
     /// Redis to publish to; frame-to-publish latency is measured by subscribing to it.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// Serve the video over RTSP at its own frame rate instead (live cameras: frames are dropped,
+    /// not queued, when analysis is behind), for latency and memory under overload.
+    #[arg(long)]
+    live: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -100,6 +108,8 @@ struct Run {
     /// Frame to Redis message, for events emitted at their frame (`start`s), milliseconds.
     latency_ms: Option<[f64; 3]>,
     peak_rss_mb: f64,
+    /// Resident memory at the end of the measured window minus at its start.
+    rss_growth_mb: f64,
     cpu_per_camera_pct: f64,
 }
 
@@ -110,7 +120,12 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     };
     let video = std::fs::canonicalize(&video).with_context(|| format!("video {}", video.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let probe = config(&args, &video, 1, Stages::Detect, &scratch(0))?;
+    let server = match args.live {
+        true => Some(vigil::sample::SampleServer::start(&video, "bench", 0)?),
+        false => None,
+    };
+    let file = format!("file://{}", video.display());
+    let probe = config(&args, &file, 1, Stages::Detect, &scratch(0))?;
     eprintln!("measuring raw decode …");
     let (decode_fps, frames) = raw_decode(&probe.cameras[0], &runtime)?;
     eprintln!("measuring raw inference …");
@@ -120,7 +135,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         for (j, &cams) in args.cameras.iter().enumerate() {
             eprintln!("running {cams} camera(s), {stages:?} …");
             let dir = scratch(1 + i * args.cameras.len() + j);
-            let config = config(&args, &video, cams, *stages, &dir)?;
+            let source = server.as_ref().map_or_else(|| file.clone(), |s| s.url());
+            let config = config(&args, &source, cams, *stages, &dir)?;
             let run = runtime.block_on(pipeline(config, *stages, cams, &args, &limits));
             let _ = std::fs::remove_dir_all(&dir);
             runs.push(run?);
@@ -141,8 +157,8 @@ fn scratch(n: usize) -> PathBuf {
     std::env::temp_dir().join(format!("vigil-bench-{}-{n}", std::process::id()))
 }
 
-/// A config with `cameras` looping file cameras on `video`, running `stages`.
-fn config(args: &PipelineArgs, video: &Path, cameras: usize, stages: Stages, dir: &Path) -> anyhow::Result<Config> {
+/// A config with `cameras` cameras on `source` (a looping file, or the RTSP server), running `stages`.
+fn config(args: &PipelineArgs, source: &str, cameras: usize, stages: Stages, dir: &Path) -> anyhow::Result<Config> {
     std::fs::create_dir_all(dir)?;
     let models = std::fs::canonicalize(&args.models).with_context(|| format!("models {}", args.models.display()))?;
     let mut toml = format!(
@@ -155,9 +171,9 @@ fn config(args: &PipelineArgs, video: &Path, cameras: usize, stages: Stages, dir
     );
     for i in 0..cameras {
         toml.push_str(&format!(
-            "[[cameras]]\nid = \"bench-{i}\"\nurl = \"file://{}\"\nloop = true\ndetect_fps = 30\n\
+            "[[cameras]]\nid = \"bench-{i}\"\nurl = \"{source}\"\nloop = {}\ndetect_fps = 30\n\
              [cameras.detection]\nenabled = {}\n[cameras.anpr]\nenabled = {}\n",
-            video.display(),
+            source.starts_with("file:"),
             stages != Stages::Motion,
             stages == Stages::Anpr
         ));
@@ -267,8 +283,9 @@ async fn pipeline(
         anyhow::ensure!(!task.is_finished() && Instant::now() < deadline, "the pipeline did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let rss0 = rss_bytes();
     let (analysed0, detected0, dropped0, cpu0, t0) = (
         sum(|m| m.analysed.get()),
         sum(|m| m.detected.get()),
@@ -282,7 +299,8 @@ async fn pipeline(
     let detected = sum(|m| m.detected.get()) - detected0;
     let dropped = sum(|m| m.dropped_backpressure.get()) - dropped0;
     let cpu = cpu_seconds() - cpu0;
-    let peak_rss_mb = peak_rss_bytes() as f64 / 1e6;
+    let peak_rss_mb = status_kb("VmHWM:") as f64 * 1024.0 / 1e6;
+    let rss_growth_mb = (rss_bytes() as f64 - rss0 as f64) / 1e6;
     shutdown.cancel();
     task.await??;
     let _ = listener.await;
@@ -302,6 +320,7 @@ async fn pipeline(
         dropped,
         latency_ms: (!lat.is_empty()).then(|| [pct(0.5), pct(0.95), pct(0.99)]),
         peak_rss_mb,
+        rss_growth_mb,
         cpu_per_camera_pct: cpu / secs / cams as f64 * 100.0,
     })
 }
@@ -345,13 +364,16 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_bytes() -> u64 {
+/// A `kB` field of `/proc/self/status`.
+fn status_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok());
-    kb.unwrap_or(0) * 1024
+    let kb =
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok());
+    kb.unwrap_or(0)
+}
+
+fn rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
 }
 
 fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
@@ -362,7 +384,7 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
     }
     println!("inference, 1 caller: {:.1} ms per frame\n", limits.inference_ms_batch1);
     println!(
-        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>22} {:>9} {:>9}",
+        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>22} {:>9} {:>8} {:>8}",
         "stages",
         "cams",
         "fps",
@@ -372,12 +394,13 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
         "dropped",
         "latency p50/p95/p99 ms",
         "peak RSS",
+        "RSS +/-",
         "CPU/cam"
     );
     for r in runs {
         let latency = r.latency_ms.map_or("n/a".to_string(), |[a, b, c]| format!("{a:.0}/{b:.0}/{c:.0}"));
         println!(
-            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>22} {:>6.0} MB {:>8.0}%",
+            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>22} {:>6.0} MB {:>+5.1} MB {:>7.0}%",
             format!("{:?}", r.stages).to_lowercase(),
             r.cameras,
             r.fps,
@@ -387,6 +410,7 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
             r.dropped,
             latency,
             r.peak_rss_mb,
+            r.rss_growth_mb,
             r.cpu_per_camera_pct
         );
     }
