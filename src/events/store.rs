@@ -352,7 +352,9 @@ impl Store {
             .bind(camera)
             .fetch_one(&self.pool)
             .await?;
-        self.fences.write().unwrap_or_else(|p| p.into_inner()).insert(camera.to_string(), token);
+        if stored == token {
+            self.fences.write().unwrap_or_else(|p| p.into_inner()).insert(camera.to_string(), token);
+        }
         Ok(stored)
     }
 

@@ -91,7 +91,9 @@ struct State {
     wanted: BTreeMap<String, Wanted>,
     /// The wanted cameras that run in this process.
     running: BTreeMap<String, Running>,
-    /// Camera leases this process holds, with their tokens (lease placement only).
+    /// The camera leases in Redis, under lease placement.
+    leases: Option<Leases>,
+    /// Camera leases this process holds, with their tokens.
     held: BTreeMap<String, i64>,
     /// When Redis last answered the lease heartbeat.
     leases_seen: Instant,
@@ -108,7 +110,7 @@ pub enum Placement {
     /// Those whose id hashes to this shard (`--shard i/n`).
     Shard(Shard),
     /// Those whose lease this process holds (`[cluster] leases`).
-    Leases(tokio::sync::Mutex<Leases>),
+    Leases(Leases),
 }
 
 /// The detector and plate reader, loaded when the first camera needs them and shared after.
@@ -124,7 +126,8 @@ pub struct Fleet {
     /// changes them warns that they need a restart.
     settings: Arc<Config>,
     file: Option<PathBuf>,
-    placement: Placement,
+    /// `--shard`; lease placement lives in the state, next to the leases held.
+    shard: Option<Shard>,
     store: Store,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
@@ -149,9 +152,15 @@ impl Fleet {
         events: mpsc::Sender<NewEvent>,
         shutdown: CancellationToken,
     ) -> Self {
+        let (shard, leases) = match placement {
+            Placement::All => (None, None),
+            Placement::Shard(shard) => (Some(shard), None),
+            Placement::Leases(leases) => (None, Some(leases)),
+        };
         let state = State {
             wanted: BTreeMap::new(),
             running: BTreeMap::new(),
+            leases,
             held: BTreeMap::new(),
             leases_seen: Instant::now(),
             rejected: Default::default(),
@@ -160,7 +169,7 @@ impl Fleet {
         Self {
             settings: Arc::new(Config { cameras: Vec::new(), ..settings.clone() }),
             file,
-            placement,
+            shard,
             store,
             metrics,
             registry,
@@ -300,8 +309,7 @@ impl Fleet {
     /// Keep the leases: renew, rebalance and take free cameras every third of a lease, until
     /// `shutdown`. Does nothing unless placement is by leases.
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
-        let Placement::Leases(leases) = &self.placement else { return };
-        let period = leases.lock().await.lease() / 3;
+        let Some(period) = self.state.lock().await.leases.as_ref().map(|l| l.lease() / 3) else { return };
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -316,14 +324,15 @@ impl Fleet {
             if let Err(e) = self.refresh_saved(&mut state).await {
                 warn!("cannot read the cameras added through the API: {e}");
             }
-            let mut leases = leases.lock().await;
-            let given_up = self.rebalance(&mut state, &mut leases).await;
+            let given_up = self.rebalance(&mut state).await;
             for (id, e) in self.sync(&mut state).await {
                 error!(camera = %id, "camera not started: {}", Redacted(&e.to_string()));
             }
             // Only once those cameras have stopped and written their last events.
-            for (id, token) in given_up {
-                let _ = leases.release(&id, token).await;
+            if let Some(leases) = &mut state.leases {
+                for (id, token) in given_up {
+                    let _ = leases.release(&id, token).await;
+                }
             }
         }
     }
@@ -334,9 +343,9 @@ impl Fleet {
         let mut state = self.state.lock().await;
         state.wanted.clear();
         self.sync(&mut state).await;
-        if let Placement::Leases(leases) = &self.placement {
-            let mut leases = leases.lock().await;
-            for (id, token) in std::mem::take(&mut state.held) {
+        let held = std::mem::take(&mut state.held);
+        if let Some(leases) = &mut state.leases {
+            for (id, token) in held {
                 let _ = leases.release(&id, token).await;
             }
             let _ = leases.leave().await;
@@ -358,10 +367,10 @@ impl Fleet {
 
     /// Whether wanted camera `id` runs in this process.
     fn placed_here(&self, state: &State, id: &str) -> bool {
-        match &self.placement {
-            Placement::All => true,
-            Placement::Shard(shard) => shard.owns(id),
-            Placement::Leases(_) => state.held.contains_key(id),
+        match (&self.shard, &state.leases) {
+            (Some(shard), _) => shard.owns(id),
+            (None, Some(_)) => state.held.contains_key(id),
+            (None, None) => true,
         }
     }
 
@@ -451,7 +460,8 @@ impl Fleet {
 
     /// Renew the held leases, drop the lost ones, then hold this process's fair share. Returns
     /// the leases to give back once their cameras have stopped.
-    async fn rebalance(&self, state: &mut State, leases: &mut Leases) -> Vec<(String, i64)> {
+    async fn rebalance(&self, state: &mut State) -> Vec<(String, i64)> {
+        let Some(leases) = &mut state.leases else { return Vec::new() };
         let alive = match leases.heartbeat().await {
             Ok(alive) => {
                 state.leases_seen = Instant::now();

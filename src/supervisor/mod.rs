@@ -55,9 +55,9 @@ pub async fn run(
     let placement = match (scope.shard, config.cluster.leases) {
         (Some(_), true) => anyhow::bail!("use either --shard or [cluster] leases, not both"),
         (Some(shard), false) => Placement::Shard(shard),
-        (None, true) => Placement::Leases(tokio::sync::Mutex::new(
-            Leases::new(&config.redis.url, &config.cluster).context("configuring leases in Redis")?,
-        )),
+        (None, true) => {
+            Placement::Leases(Leases::new(&config.redis.url, &config.cluster).context("configuring leases in Redis")?)
+        }
         (None, false) => Placement::All,
     };
     let store = Store::connect(&config.database.url).await.context("starting the event store")?;
