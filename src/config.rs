@@ -565,7 +565,7 @@ pub struct AnprConfig {
     /// Most reads per track; the best frames are read. Default 5.
     #[serde(default = "default_max_reads")]
     pub max_reads: u32,
-    /// Lowest plate confidence that is published. Default 0.8.
+    /// Lowest plate confidence (its least sure character's) that is published. Default 0.6.
     #[serde(default = "default_plate_confidence")]
     pub min_confidence: f32,
     /// Plate formats, as regular expressions over A–Z0–9 or a preset name (`eu`, `br`, `us`).
@@ -621,7 +621,7 @@ fn default_max_reads() -> u32 {
     5
 }
 fn default_plate_confidence() -> f32 {
-    0.8
+    0.6
 }
 fn default_known_distance() -> usize {
     1

@@ -45,8 +45,9 @@ fn truth(set: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// The accuracy report on both development sets, held to floors a few points under what it
-/// measured when written (EU 87.0 % exact, 96.3 % with O and 0 as one glyph; BR 97.4 %), so a
-/// regression fails here. The EU ground truth spells seven plates' digit 0 as the letter O.
+/// measured when written (EU 88.0 % exact, 97.2 % with O and 0 as one glyph, 0.9 % false plates
+/// then; BR 97.4 % exact, 1.8 % false), so a regression fails here. The EU ground truth spells
+/// seven plates' digit 0 as the letter O.
 #[test]
 fn the_accuracy_report_holds_its_floors() {
     let eu = plates("openalpr-eu");
@@ -62,10 +63,11 @@ fn the_accuracy_report_holds_its_floors() {
     let num = |set: &str, key: &str| rows[set][key].as_f64().unwrap();
     assert_eq!(num("eu", "images"), 108.0);
     assert_eq!(num("br", "images"), 114.0);
-    assert!(num("eu", "exact_pct") >= 84.0, "{}", rows["eu"]);
-    assert!(num("eu", "exact_o0_pct") >= 93.0, "{}", rows["eu"]);
+    assert!(num("eu", "exact_pct") >= 85.0, "{}", rows["eu"]);
+    assert!(num("eu", "exact_o0_pct") >= 94.0, "{}", rows["eu"]);
+    assert!(num("eu", "false_o0_pct") <= 3.0, "{}", rows["eu"]);
     assert!(num("br", "exact_pct") >= 94.0, "{}", rows["br"]);
-    assert!(num("br", "false_pct") <= 4.0, "{}", rows["br"]);
+    assert!(num("br", "false_pct") <= 3.5, "{}", rows["br"]);
 }
 
 /// `vigil anpr --json`: one line per image in the documented shape, plates best first.
@@ -84,7 +86,7 @@ fn the_cli_prints_one_json_line_per_image() {
         assert_eq!(line["file"], path.display().to_string());
         let found = line["plates"].as_array().unwrap();
         for p in found {
-            assert!(p["confidence"].as_f64().unwrap() >= 0.8, "{p}");
+            assert!(p["confidence"].as_f64().unwrap() >= 0.6, "{p}");
             assert_eq!(p["box"].as_array().unwrap().len(), 4);
             assert!(p["plate"].as_str().unwrap().chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
         }
@@ -97,10 +99,14 @@ fn the_cli_prints_one_json_line_per_image() {
     assert!(err.contains("no-such-image.jpg"), "{err}");
 }
 
-/// Images held `HOLD` frames each, with `GAP` black frames between (so one vehicle's track ends
-/// before the next appears), 1280×720 at 10 fps, H.264 in MP4.
+/// Images shown `HOLD` frames each, with `GAP` black frames between (so one vehicle's track ends
+/// before the next appears), 1280×720 at 10 fps, H.264 in MP4. Each image drives in from the
+/// right over its first `ARRIVAL` frames, `SLIDE` pixels a frame, then stands: a car arriving
+/// and stopping, as motion-gated detection sees one.
 const HOLD: usize = 15;
 const GAP: usize = 15;
+const ARRIVAL: usize = 8;
+const SLIDE: usize = 30;
 
 fn plate_video(images: &[PathBuf], out: &Path) {
     vigil::ingest::init().unwrap();
@@ -122,9 +128,13 @@ fn plate_video(images: &[PathBuf], out: &Path) {
         let scale = (1280.0 / img.width() as f32).min(720.0 / img.height() as f32);
         let (w, h) = ((img.width() as f32 * scale) as u32, (img.height() as f32 * scale) as u32);
         let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
-        let mut canvas = black.clone();
-        image::imageops::overlay(&mut canvas, &resized, ((1280 - w) / 2) as i64, ((720 - h) / 2) as i64);
-        for frame in std::iter::repeat_n(&canvas, HOLD).chain(std::iter::repeat_n(&black, GAP)) {
+        let (x, y) = (((1280 - w) / 2) as i64, ((720 - h) / 2) as i64);
+        let frames = (0..HOLD).map(|i| {
+            let mut canvas = black.clone();
+            image::imageops::overlay(&mut canvas, &resized, x + (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64, y);
+            canvas
+        });
+        for frame in frames.chain(std::iter::repeat_n(black.clone(), GAP)) {
             let mut buffer = gst::Buffer::from_slice(frame.as_raw().clone());
             let b = buffer.get_mut().unwrap();
             b.set_pts(gst::ClockTime::from_mseconds(n * 100));
@@ -141,11 +151,18 @@ fn plate_video(images: &[PathBuf], out: &Path) {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
-/// 20 EU plate images as a dedicated ANPR camera over RTSP: each image is at most one `anpr`
-/// event (revisions keep its id), most with the right plate, published on Redis with a plate crop.
-/// Still-image accuracy on these 20 (O and 0 as one glyph) predicts about 17.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
+/// What one run of the plate video through a camera gave.
+struct PlateRun {
+    dir: tempfile::TempDir,
+    picked: Vec<(PathBuf, String)>,
+    anpr: Vec<vigil::events::Event>,
+    /// Ids of the `anpr` events published on Redis.
+    on_redis: std::collections::HashSet<i64>,
+}
+
+/// 20 different EU plate images, one every fourth plate, played once over RTSP to a camera with
+/// the given `[cameras.anpr]` settings.
+async fn plate_run(anpr: &str) -> PlateRun {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = std::collections::HashSet::new();
     let picked: Vec<(PathBuf, String)> =
@@ -157,10 +174,11 @@ async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
 
     let redis = Redis::start();
     let server = SampleServer::once(&video, "plates", 0).unwrap();
-    let extra = "detect_fps = 5\n[cameras.reconnect]\ninitial_secs = 30.0\nmax_secs = 30.0\n\
-                 [cameras.tracker]\nmin_hits = 2\nmax_age_secs = 0.5\n\
-                 [cameras.anpr]\nenabled = true\nmode = \"dedicated\"\nformats = [\"eu\"]\nmax_reads = 3";
-    let (config, db) = common::one_camera(dir.path(), &redis.url(), "gate", &server.url(), extra);
+    let extra = format!(
+        "detect_fps = 5\n[cameras.reconnect]\ninitial_secs = 30.0\nmax_secs = 30.0\n\
+         [cameras.tracker]\nmin_hits = 2\nmax_age_secs = 0.5\n[cameras.anpr]\nenabled = true\n{anpr}"
+    );
+    let (config, db) = common::one_camera(dir.path(), &redis.url(), "gate", &server.url(), &extra);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("events").await.unwrap();
@@ -174,31 +192,14 @@ async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
 
     let store = Store::connect(&db).await.unwrap();
     let events = store.after(0, 100_000).await.unwrap();
-    let anpr: Vec<_> = events.iter().filter(|e| e.event_type == EventType::Anpr).collect();
-    let mut per_plate: HashMap<&str, usize> = HashMap::new();
+    let anpr: Vec<_> = events.into_iter().filter(|e| e.event_type == EventType::Anpr).collect();
     for e in &anpr {
         let d = &e.event_data;
         for key in ["track_id", "plate", "confidence", "reads", "raw", "plate_box", "vehicle_box", "crop_path"] {
             assert!(!d[key].is_null(), "anpr event without {key}: {d}");
         }
         assert!(dir.path().join("snaps").join(d["crop_path"].as_str().unwrap()).is_file());
-        *per_plate.entry(d["plate"].as_str().unwrap()).or_default() += 1;
     }
-    // The ground truth spells some plates' digit 0 as the letter O (see the accuracy report).
-    let glyphs = |t: &str| t.replace('O', "0");
-    let read: std::collections::HashSet<String> = per_plate.keys().map(|p| glyphs(p)).collect();
-    let right = picked.iter().filter(|(_, p)| read.contains(&glyphs(p))).count();
-    let wanted: Vec<&str> = picked.iter().map(|(_, p)| p.as_str()).collect();
-    println!(
-        "{} anpr events for {} images, {right} with the right plate: {per_plate:?}; wanted {wanted:?}",
-        anpr.len(),
-        picked.len()
-    );
-    assert!(anpr.len() <= picked.len(), "an image gave more than one event: {per_plate:?}");
-    assert!(picked.iter().all(|(_, p)| per_plate.get(p.as_str()).copied().unwrap_or(0) <= 1), "{per_plate:?}");
-    assert!(right >= 13, "only {right} of {} plates read right: {per_plate:?}\n{}", picked.len(), vigil_log(&dir));
-
-    // Every saved anpr event went out on the channel (revisions again under the same id).
     let mut on_redis = std::collections::HashSet::new();
     let mut messages = pubsub.on_message();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), futures_next(&mut messages)).await {
@@ -207,9 +208,70 @@ async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
             on_redis.insert(ev["id"].as_i64().unwrap());
         }
     }
-    for e in &anpr {
-        assert!(on_redis.contains(&e.id), "anpr event {} not published", e.id);
+    PlateRun { dir, picked, anpr, on_redis }
+}
+
+impl PlateRun {
+    /// Events per plate read, and how many of the images' plates are among them (the ground
+    /// truth spells some plates' digit 0 as the letter O, see the accuracy report).
+    fn tally(&self) -> (HashMap<String, usize>, usize) {
+        let mut per_plate: HashMap<String, usize> = HashMap::new();
+        for e in &self.anpr {
+            *per_plate.entry(e.event_data["plate"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        let glyphs = |t: &str| t.replace('O', "0");
+        let read: std::collections::HashSet<String> = per_plate.keys().map(|p| glyphs(p)).collect();
+        let right = self.picked.iter().filter(|(_, p)| read.contains(&glyphs(p))).count();
+        let wanted: Vec<&str> = self.picked.iter().map(|(_, p)| p.as_str()).collect();
+        println!("{} anpr events, {right} of the 20 plates right: {per_plate:?}; wanted {wanted:?}", self.anpr.len());
+        (per_plate, right)
     }
+
+    /// Every saved anpr event went out on the channel (revisions again under the same id).
+    fn assert_published(&self) {
+        for e in &self.anpr {
+            assert!(self.on_redis.contains(&e.id), "anpr event {} not published", e.id);
+        }
+    }
+}
+
+/// A dedicated ANPR camera: each image is at most one `anpr` event (revisions keep its id), most
+/// with the right plate, published on Redis with a plate crop. Still-image accuracy on these 20
+/// (O and 0 as one glyph) predicts 17; the run measured 16 when written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
+    let run = plate_run("mode = \"dedicated\"\nformats = [\"eu\"]\nmax_reads = 3").await;
+    let (per_plate, right) = run.tally();
+    assert!(run.anpr.len() <= run.picked.len(), "an image gave more than one event: {per_plate:?}");
+    assert!(run.picked.iter().all(|(_, p)| per_plate.get(p).copied().unwrap_or(0) <= 1), "{per_plate:?}");
+    assert!(right >= 14, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    run.assert_published();
+}
+
+/// The default mode: plates are read inside vehicle tracks, one event per vehicle, and a plate on
+/// the known list (one edit away here) carries its name. The run read 17 of 20 right when written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plates_on_vehicle_tracks_are_read_and_known_plates_named() {
+    let run = plate_run(
+        "formats = [\"eu\"]\nmax_reads = 3\n\
+         [[cameras.anpr.known]]\nplate = \"RK755AT\"\nname = \"resident\"",
+    )
+    .await;
+    let (per_plate, right) = run.tally();
+    assert!(run.picked.iter().all(|(_, p)| per_plate.get(p).copied().unwrap_or(0) <= 1), "{per_plate:?}");
+    assert!(right >= 15, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    for e in &run.anpr {
+        let d = &e.event_data;
+        let [x1, y1, x2, y2] = [0, 1, 2, 3].map(|i| d["plate_box"][i].as_f64().unwrap());
+        let [vx1, vy1, vx2, vy2] = [0, 1, 2, 3].map(|i| d["vehicle_box"][i].as_f64().unwrap());
+        // Plates are searched inside the vehicle box, with a small margin.
+        let (mx, my) = ((vx2 - vx1) * 0.1, (vy2 - vy1) * 0.1);
+        assert!(x1 >= vx1 - mx && y1 >= vy1 - my && x2 <= vx2 + mx && y2 <= vy2 + my, "{d}");
+        let known = d["plate"] == "RK755AJ";
+        assert_eq!(d["known"]["name"].as_str() == Some("resident"), known, "{d}");
+    }
+    assert!(per_plate.contains_key("RK755AJ"), "the known plate was not read: {per_plate:?}");
+    run.assert_published();
 }
 
 fn vigil_log(dir: &tempfile::TempDir) -> String {

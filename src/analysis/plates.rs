@@ -18,18 +18,24 @@ use crate::geometry::iou;
 use crate::ingest::Frame;
 use crate::track::{Change, Tracker};
 
-/// A read below this confidence does not vote.
-const READ_FLOOR: f32 = 0.5;
+/// A read whose least sure character is below this does not vote; a weaker character is usually
+/// out-voted by the other reads, so the bar sits under the published one.
+const READ_FLOOR: f32 = 0.3;
 /// Seconds between reads of one track.
 const READ_GAP: f64 = 0.2;
 /// A vehicle is read again once its box has grown by this factor (it came closer).
 const CLOSER: f32 = 1.1;
 /// Vehicle boxes are read with this margin, as a fraction of their size.
 const MARGIN: f32 = 0.05;
+/// Pixels from the frame's border within which a plate is taken to be cut off.
+const EDGE: f32 = 2.0;
 /// Seconds between whole-frame reads of a dedicated camera with nothing moving or in view.
 const IDLE_SCAN: f64 = 1.0;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
 const BETTER: f32 = 0.02;
+/// A new track that reads a plate published this recently (one edit apart) is the same vehicle,
+/// seen again after its track broke (an occlusion, a missed detection): it revises that event.
+const REPEAT_SECS: f64 = 30.0;
 
 /// The reading state of one vehicle (or, when dedicated, one plate) track.
 #[derive(Default)]
@@ -41,6 +47,16 @@ struct PlateTrack {
     /// The most confident read so far: its frame is the snapshot.
     best: Option<(Frame, PlateRead, [f32; 4])>,
     published: Option<Voted>,
+    /// The track whose event this one revises (itself unless it repeats a recent plate).
+    event_track: Option<u64>,
+}
+
+/// A plate published recently on this camera.
+struct Recent {
+    event_track: u64,
+    voted: Voted,
+    consensus: Consensus,
+    at: f64,
 }
 
 /// Plate reading for one camera.
@@ -55,6 +71,7 @@ pub struct PlateStage {
     /// Dedicated mode: plates tracked as objects of their own.
     plate_tracker: Option<Tracker>,
     last_scan: f64,
+    recent: Vec<Recent>,
 }
 
 impl PlateStage {
@@ -77,6 +94,7 @@ impl PlateStage {
             tracks: HashMap::new(),
             plate_tracker,
             last_scan: f64::NEG_INFINITY,
+            recent: Vec::new(),
         })
     }
 
@@ -92,8 +110,12 @@ impl PlateStage {
             return None;
         }
         let area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
+        self.touch(track_id, t);
         let pt = self.tracks.entry(track_id).or_default();
-        let due = pt.attempts == 0 || (area >= pt.read_area * CLOSER && t - pt.last_read >= READ_GAP);
+        // Until a plate is out, every gap is a new chance (a parked car never comes closer); after
+        // that, only a closer view can improve the read.
+        let gap = t - pt.last_read >= READ_GAP;
+        let due = pt.attempts == 0 || (gap && (pt.published.is_none() || area >= pt.read_area * CLOSER));
         if pt.attempts >= self.cfg.max_reads || !due {
             return None;
         }
@@ -110,7 +132,7 @@ impl PlateStage {
         let reads = self.read(frame, Some(region))?;
         debug!(track_id, read = ?reads.first().map(|r| (&r.text.text, r.text.confidence)), "plate read");
         let read = reads.into_iter().next()?;
-        self.vote(track_id, read, bbox, frame)
+        self.vote(track_id, read, bbox, frame, t)
     }
 
     /// Dedicated mode, on a detection-scheduled frame: read the whole frame, track the plates, and
@@ -137,16 +159,24 @@ impl PlateStage {
             tracker.tracks().iter().filter(|tr| tr.last_seen == t).map(|tr| (tr.id, tr.bbox)).collect();
         let mut events = Vec::new();
         for (id, bbox) in seen {
+            self.touch(id, t);
             let best = reads.iter().max_by(|a, b| iou(&a.bbox(), &bbox).total_cmp(&iou(&b.bbox(), &bbox)));
             if let Some(read) = best.filter(|r| iou(&r.bbox(), &bbox) > 0.3) {
                 let pt = self.tracks.entry(id).or_default();
                 if pt.attempts < self.cfg.max_reads {
                     pt.attempts += 1;
-                    events.extend(self.vote(id, read.clone(), bbox, frame));
+                    events.extend(self.vote(id, read.clone(), bbox, frame, t));
                 }
             }
         }
         events
+    }
+
+    /// A track with a published plate is still in view: its plate stays recent.
+    fn touch(&mut self, track_id: u64, t: f64) {
+        if let Some(event_track) = self.tracks.get(&track_id).and_then(|pt| pt.event_track) {
+            self.recent.iter_mut().filter(|r| r.event_track == event_track).for_each(|r| r.at = t);
+        }
     }
 
     /// A track ended: forget its reads (its event, if any, stays as last published).
@@ -171,11 +201,15 @@ impl PlateStage {
             }
         };
         let offset = region.map_or((0.0, 0.0), |r| (r[0] as f32, r[1] as f32));
+        let (w, h) = (frame.width() as f32, frame.height() as f32);
+        // A plate at the frame's edge may be cut off: wait until it is all in view.
+        let inside = |b: [f32; 4]| b[0] > EDGE && b[1] > EDGE && b[2] < w - EDGE && b[3] < h - EDGE;
         Some(
             reads
                 .into_iter()
                 .filter(|r| r.text.confidence >= READ_FLOOR && self.plate_like(&r.text))
                 .map(|r| PlateRead { quad: r.quad.map((1.0, 1.0), offset), ..r })
+                .filter(|r| inside(r.bbox()))
                 .collect(),
         )
     }
@@ -191,7 +225,15 @@ impl PlateStage {
     }
 
     /// Add a read to a track's vote; the event when the vote is confident and new or better.
-    fn vote(&mut self, track_id: u64, read: PlateRead, vehicle_box: [f32; 4], frame: &Frame) -> Option<NewEvent> {
+    fn vote(
+        &mut self,
+        track_id: u64,
+        read: PlateRead,
+        vehicle_box: [f32; 4],
+        frame: &Frame,
+        t: f64,
+    ) -> Option<NewEvent> {
+        self.recent.retain(|r| t - r.at <= REPEAT_SECS);
         let pt = self.tracks.entry(track_id).or_default();
         pt.consensus.add(read.text.clone());
         if pt.best.as_ref().is_none_or(|(_, b, _)| read.text.confidence > b.text.confidence)
@@ -199,10 +241,23 @@ impl PlateStage {
         {
             pt.best = Some((detached, read, vehicle_box));
         }
+        if pt.event_track.is_none() {
+            let voted = pt.consensus.vote().filter(|v| v.confidence >= self.cfg.min_confidence)?;
+            let repeat = self
+                .recent
+                .iter()
+                .find(|r| r.event_track != track_id && edit_distance(&r.voted.plate, &voted.plate) <= 1);
+            pt.event_track = Some(repeat.map_or(track_id, |r| r.event_track));
+            if let Some(r) = repeat {
+                pt.consensus.merge(&r.consensus);
+                pt.published = Some(r.voted.clone());
+            }
+        }
         let voted = pt.consensus.vote()?;
         if voted.confidence < self.cfg.min_confidence {
             return None;
         }
+        let event_track = pt.event_track.unwrap_or(track_id);
         if let Some(p) = &pt.published
             && p.plate == voted.plate
             && voted.confidence < p.confidence + BETTER
@@ -210,6 +265,8 @@ impl PlateStage {
             return None;
         }
         pt.published = Some(voted.clone());
+        self.recent.retain(|r| r.event_track != event_track);
+        self.recent.push(Recent { event_track, voted: voted.clone(), consensus: pt.consensus.clone(), at: t });
         let (best_frame, best, vehicle_box) = pt.best.as_ref()?;
         let round = |b: [f32; 4]| b.map(|v| v.round() as i64);
         let mut data = json!({
@@ -240,7 +297,7 @@ impl PlateStage {
             data,
             snapshot: Some(best_frame.clone()),
             crop: Some(crop),
-            key: Some(format!("anpr:{}:{track_id}", self.camera)),
+            key: Some(format!("anpr:{}:{event_track}", self.camera)),
         })
     }
 }

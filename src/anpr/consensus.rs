@@ -7,7 +7,7 @@ use super::plate::PlateText;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Voted {
     pub plate: String,
-    /// Mean over positions of the winning character's weight divided by the reads that voted.
+    /// The weakest position's share: its winning character's weight over the reads that voted.
     pub confidence: f32,
     /// Reads that voted (those of the winning length).
     pub reads: usize,
@@ -25,6 +25,11 @@ impl Consensus {
         self.reads.push(read);
     }
 
+    /// Take in another track's reads of the same plate.
+    pub fn merge(&mut self, other: &Consensus) {
+        self.reads.extend(other.reads.iter().cloned());
+    }
+
     /// Vote: the length with the most confidence behind it wins, then each position takes the
     /// character with the most confidence summed over the reads of that length.
     pub fn vote(&self) -> Option<Voted> {
@@ -38,7 +43,7 @@ impl Consensus {
         let (len, _) = by_len.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
         let group: Vec<&PlateText> = self.reads.iter().filter(|r| r.text.len() == len).collect();
         let mut plate = String::with_capacity(len);
-        let mut total = 0.0;
+        let mut confidence = 1.0f32;
         for i in 0..len {
             let mut weights: Vec<(char, f32)> = Vec::new();
             for r in &group {
@@ -51,9 +56,9 @@ impl Consensus {
             }
             let (ch, w) = weights.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
             plate.push(ch);
-            total += w / group.len() as f32;
+            confidence = confidence.min(w / group.len() as f32);
         }
-        Some(Voted { plate, confidence: total / len as f32, reads: group.len() })
+        Some(Voted { plate, confidence, reads: group.len() })
     }
 }
 
@@ -81,8 +86,8 @@ mod tests {
         let v = c.vote().unwrap();
         assert_eq!(v.plate, "RK755AJ");
         assert_eq!(v.reads, 3);
-        // Position 3 is split 1.7 to 0.6 over three reads; the rest agree.
-        assert!(v.confidence < 0.77 && v.confidence > 0.7, "{}", v.confidence);
+        // Position 3 is split 1.7 to 0.6 over three reads: 1.7 / 3 is the weakest share.
+        assert!((v.confidence - 1.7 / 3.0).abs() < 1e-5, "{}", v.confidence);
     }
 
     #[test]

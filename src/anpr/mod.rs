@@ -147,7 +147,7 @@ impl PlateReader {
         let mut kept = Vec::new();
         for quad in quads {
             let Some(line) = textdet::warp(image, quad) else { continue };
-            let line = trim_bands(&line);
+            let line = mask_emblems(trim_bands(&line));
             let (width, tensor) = rec_tensor(&line);
             items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
             kept.push((*quad, line.width() as f32 / line.height().max(1) as f32));
@@ -210,4 +210,108 @@ fn trim_bands(line: &RgbImage) -> RgbImage {
         return line.clone();
     }
     line.view(left, 0, w - left - right, h).to_image()
+}
+
+/// Paint over the small coloured marks between a plate's characters (coats of arms, inspection
+/// stickers), which the recogniser otherwise reads as a letter. Left alone when the colour is the
+/// text's own (many coloured blobs, or much of the line coloured).
+fn mask_emblems(mut line: RgbImage) -> RgbImage {
+    const MAX_EMBLEMS: usize = 2;
+    let (w, h) = line.dimensions();
+    if w < 40 || h < 12 {
+        return line;
+    }
+    let chroma = |px: &image::Rgb<u8>| {
+        let [r, g, b] = px.0.map(i32::from);
+        r.max(g).max(b) - r.min(g).min(b)
+    };
+    // Small, dim crops carry little colour, so the bar is set against the line's own noise.
+    let mut all: Vec<i32> = line.pixels().map(chroma).collect();
+    all.sort_unstable();
+    let bar = (all[all.len() / 2] * 5 / 2).max(30);
+    let coloured = |px: &image::Rgb<u8>| chroma(px) > bar;
+    let rows = h / 6..h - h / 6;
+    let counts: Vec<u32> =
+        (0..w).map(|x| rows.clone().filter(|&y| coloured(line.get_pixel(x, y))).count() as u32).collect();
+    if counts.iter().sum::<u32>() * 4 > w * rows.len() as u32 {
+        return line;
+    }
+    // Runs of columns with colour in a sixth of their height.
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for (x, &n) in (0u32..).zip(&counts) {
+        if n * 6 < rows.len() as u32 {
+            continue;
+        }
+        match runs.last_mut() {
+            Some((_, end)) if *end + 2 >= x => *end = x,
+            _ => runs.push((x, x)),
+        }
+    }
+    // An emblem is a solid blob, between a sixth and four fifths of the height wide, off the edges.
+    let solid = |&(a, b): &(u32, u32)| {
+        let n: u32 = counts[a as usize..=b as usize].iter().sum();
+        n * 3 >= (b - a + 1) * rows.len() as u32
+    };
+    let emblems: Vec<(u32, u32)> = runs
+        .into_iter()
+        .filter(|r| r.0 > 0 && r.1 + 1 < w && (h / 6..=h * 4 / 5).contains(&(r.1 - r.0 + 1)) && solid(r))
+        .collect();
+    if emblems.is_empty() || emblems.len() > MAX_EMBLEMS {
+        return line;
+    }
+    // The plate's background: the brightest common tone.
+    let mut lum: Vec<(u32, image::Rgb<u8>)> =
+        line.pixels().map(|p| (p.0.iter().map(|&v| u32::from(v)).sum(), *p)).collect();
+    lum.sort_by_key(|l| l.0);
+    let background = lum[lum.len() * 9 / 10].1;
+    for (a, b) in emblems {
+        let ys: Vec<u32> = (0..h).filter(|&y| (a..=b).any(|x| coloured(line.get_pixel(x, y)))).collect();
+        let (top, bottom) = (ys[0], ys[ys.len() - 1]);
+        for y in top..=bottom {
+            for x in a.saturating_sub(1)..=(b + 1).min(w - 1) {
+                line.put_pixel(x, y, background);
+            }
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A white 200 × 40 line with dark bars for characters at `bars`, each `colour`.
+    fn line(bars: &[u32], colour: Rgb<u8>) -> RgbImage {
+        let mut img = RgbImage::from_pixel(200, 40, Rgb([235, 235, 235]));
+        for &x0 in bars {
+            for x in x0..x0 + 10 {
+                for y in 6..34 {
+                    img.put_pixel(x, y, colour);
+                }
+            }
+        }
+        img
+    }
+
+    #[test]
+    fn an_emblem_between_characters_is_painted_over() {
+        let mut img = line(&[10, 30, 80, 100, 120], Rgb([20, 20, 20]));
+        for x in 52..66 {
+            for y in 12..30 {
+                img.put_pixel(x, y, Rgb([200, 30, 40]));
+            }
+        }
+        let masked = mask_emblems(img.clone());
+        assert_eq!(*masked.get_pixel(58, 20), Rgb([235, 235, 235]));
+        // The characters are untouched.
+        assert_eq!(*masked.get_pixel(35, 20), Rgb([20, 20, 20]));
+        assert_eq!(*masked.get_pixel(85, 20), Rgb([20, 20, 20]));
+    }
+
+    #[test]
+    fn coloured_text_is_left_alone() {
+        let img = line(&[10, 30, 50, 70, 90, 110, 130], Rgb([30, 40, 160]));
+        assert_eq!(mask_emblems(img.clone()), img);
+    }
 }

@@ -21,7 +21,10 @@ const PRESETS: &[(&str, &[&str])] = &[
     ("cz", &["[0-9][A-Z][0-9A-Z][0-9]{4}", "[A-Z]{3}[0-9]{4}"]),
     ("pl", &["[A-Z]{2}[0-9]{5}", "[A-Z]{2}[0-9]{4}[A-Z]", "[A-Z]{2}[0-9]{3}[A-Z]{2}", "[A-Z]{3}[0-9]{4,5}"]),
     ("br", &["[A-Z]{3}[0-9]{4}", "[A-Z]{3}[0-9][A-Z][0-9]{2}"]),
-    ("eu", &["it", "fr", "hr", "es", "gb", "de", "cz", "pl"]),
+    ("sk", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
+    ("eu", &["it", "fr", "hr", "es", "gb", "de", "cz", "pl", "sk"]),
+    // The commonest state serials; vanity plates fit none and are read as they are.
+    ("us", &["[0-9][A-Z]{3}[0-9]{3}", "[A-Z]{3}[0-9]{3,4}", "[0-9]{3}[A-Z]{3}", "[A-Z]{2}[0-9]{4,5}"]),
 ];
 
 /// Letters a recogniser mistakes for digits and back; only swapped when a format needs it.
@@ -37,6 +40,9 @@ const CONFUSIONS: &[(char, char)] = &[
     ('A', '4'),
     ('T', '7'),
 ];
+/// Twins that plate fonts draw alike: the recogniser's split between them is a guess about the
+/// class, not doubt about the shape, so a format's choice between them keeps both shares.
+const SAME_GLYPH: &[(char, char)] = &[('O', '0'), ('I', '1')];
 /// Characters a fit may drop (an emblem or sticker read as a character, a band letter).
 const MAX_DROPS: usize = 2;
 /// The cost of dropping a character on top of its log-probability over the blank's.
@@ -127,7 +133,8 @@ impl Formats {
                     let mut variant = kept;
                     for (c, t) in variant.iter_mut().zip(text.chars()) {
                         if c.ch != t {
-                            c.prob = c.prob_of(t);
+                            let same = SAME_GLYPH.iter().any(|&(a, b)| (a, b) == (c.ch, t) || (b, a) == (c.ch, t));
+                            c.prob = if same { (c.prob + c.prob_of(t)).min(1.0) } else { c.prob_of(t) };
                             c.ch = t;
                         }
                     }
@@ -193,7 +200,7 @@ pub struct PlateText {
     pub probs: Vec<f32>,
     /// The recogniser's text before normalisation.
     pub raw: String,
-    /// Mean character probability.
+    /// The least sure character's probability: a plate is only as right as its weakest character.
     pub confidence: f32,
     /// How plate-like the line is; higher is better, used to choose among lines.
     pub likeness: f32,
@@ -221,13 +228,14 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     let chars = fitted.unwrap_or(kept);
     let text: String = chars.iter().map(|c| c.ch).collect();
     let probs: Vec<f32> = chars.iter().map(|c| c.prob).collect();
-    let confidence = probs.iter().sum::<f32>() / probs.len() as f32;
+    let confidence = probs.iter().copied().fold(1.0, f32::min);
+    let mean = probs.iter().sum::<f32>() / probs.len() as f32;
 
     let visible = raw.chars().filter(|c| !c.is_whitespace()).count().max(1) as f32;
     // Slogans and dealer frames are words: lower case, punctuation, non-Latin script.
     let junk = raw.chars().filter(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || " -.·:".contains(*c))).count();
     let digits = text.chars().filter(char::is_ascii_digit).count();
-    let mut likeness = confidence - junk as f32 / visible;
+    let mut likeness = mean - junk as f32 / visible;
     likeness += match text.len() {
         5..=8 => 0.0,
         4 => -0.15,
@@ -301,6 +309,28 @@ mod tests {
         read[6].alts = [('O', 0.2), ('Q', 0.01)];
         let fixed: String = f.fit(&read).unwrap().iter().map(|c| c.ch).collect();
         assert_eq!(fixed, "RK896AO");
+    }
+
+    #[test]
+    fn a_format_choosing_between_like_glyphs_keeps_their_joint_probability() {
+        let f = Formats::parse(&["hr".into()]).unwrap();
+        let mut read = chars("PP587A0", &[0.99; 7]);
+        read[6].prob = 0.7;
+        read[6].alts = [('O', 0.29), ('D', 0.01)];
+        let fixed = f.fit(&read).unwrap();
+        assert_eq!(fixed.iter().map(|c| c.ch).collect::<String>(), "PP587AO");
+        assert!((fixed[6].prob - 0.99).abs() < 1e-5, "{}", fixed[6].prob);
+        // D is another shape: taking it keeps only D's own share.
+        let f = Formats::parse(&["[A-Z]{2}[0-9]{3}[A-Z]D".into()]).unwrap();
+        assert!((f.fit(&read).unwrap()[6].prob - 0.01).abs() < 1e-5);
+    }
+
+    #[test]
+    fn confidence_is_the_weakest_character() {
+        let mut read = chars("RK755AJ", &[0.99; 7]);
+        read[2].prob = 0.3;
+        let text = judge(&read, 4.0, &Formats::default()).unwrap();
+        assert!((text.confidence - 0.3).abs() < 1e-6);
     }
 
     #[test]

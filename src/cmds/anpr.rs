@@ -20,11 +20,11 @@ pub struct Options {
     /// Search the whole image instead of detected vehicles (an ANPR camera's view).
     #[arg(long)]
     dedicated: bool,
-    /// Plate format: a regular expression over A–Z0–9 or a preset (eu, br, us); repeatable.
+    /// Plate format: a regular expression over A–Z0–9 or a preset (eu or one of its countries, br, us); repeatable.
     #[arg(long = "format")]
     formats: Vec<String>,
-    /// Plates below this confidence are not reported.
-    #[arg(long, default_value_t = 0.8)]
+    /// Plates whose least sure character is below this are not reported.
+    #[arg(long, default_value_t = 0.6)]
     min_confidence: f32,
     /// Models directory.
     #[arg(long, default_value = "models")]

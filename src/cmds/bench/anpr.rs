@@ -33,6 +33,8 @@ struct Tally {
     exact_o0: usize,
     /// Confident reads of the annotated plate that are wrong.
     wrong: usize,
+    /// Wrong even when O and 0 count as one glyph.
+    wrong_o0: usize,
     unread: usize,
     /// Confident reads elsewhere in the image (other vehicles' plates, or text taken for one).
     other: usize,
@@ -44,8 +46,8 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
     let models = crate::cmds::anpr::Models::load(&args.options)?;
     if !args.json {
         println!(
-            "{:<20} {:>6} {:>7} {:>9} {:>7} {:>7} {:>8} {:>7} {:>9}",
-            "set", "images", "exact%", "exact0=O%", "char%", "false%", "unread%", "other%", "ms/image"
+            "{:<20} {:>6} {:>7} {:>9} {:>7} {:>7} {:>9} {:>8} {:>7} {:>9}",
+            "set", "images", "exact%", "exact0=O%", "char%", "false%", "false0=O%", "unread%", "other%", "ms/image"
         );
     }
     for dir in &args.dirs {
@@ -64,7 +66,10 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
             t.exact_o0 += usize::from(on.first().is_some_and(|p| glyphs(&p.text.text) == glyphs(&truth.plate)));
             match on.first() {
                 Some(p) if p.text.text == truth.plate => t.exact += 1,
-                Some(_) => t.wrong += 1,
+                Some(p) => {
+                    t.wrong += 1;
+                    t.wrong_o0 += usize::from(glyphs(&p.text.text) != glyphs(&truth.plate));
+                }
                 None => t.unread += 1,
             }
             if args.misses && read != truth.plate {
@@ -73,11 +78,12 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                     .take(4)
                     .map(|p| {
                         format!(
-                            "{}/{:.2}/{:.2}/{:?}",
+                            "{}/{:.2}/{:.2}/{:?}/{:?}",
                             p.text.raw,
                             p.text.confidence,
                             p.text.likeness,
-                            p.bbox().map(|v| v as i32)
+                            p.bbox().map(|v| v as i32),
+                            p.text.probs.iter().map(|v| (v * 100.0) as i32).collect::<Vec<_>>()
                         )
                     })
                     .collect();
@@ -97,18 +103,19 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                 "{}",
                 json!({
                     "set": name, "images": t.images, "exact_pct": pct(t.exact as f64), "exact_o0_pct": pct(t.exact_o0 as f64),
-                    "char_pct": pct(t.char_score), "false_pct": pct(t.wrong as f64),
+                    "char_pct": pct(t.char_score), "false_pct": pct(t.wrong as f64), "false_o0_pct": pct(t.wrong_o0 as f64),
                     "unread_pct": pct(t.unread as f64), "other_pct": pct(t.other as f64), "ms_per_image": ms,
                 })
             );
         } else {
             println!(
-                "{name:<20} {:>6} {:>7.1} {:>9.1} {:>7.1} {:>7.1} {:>8.1} {:>7.1} {:>9.0}",
+                "{name:<20} {:>6} {:>7.1} {:>9.1} {:>7.1} {:>7.1} {:>9.1} {:>8.1} {:>7.1} {:>9.0}",
                 t.images,
                 pct(t.exact as f64),
                 pct(t.exact_o0 as f64),
                 pct(t.char_score),
                 pct(t.wrong as f64),
+                pct(t.wrong_o0 as f64),
                 pct(t.unread as f64),
                 pct(t.other as f64),
                 ms
