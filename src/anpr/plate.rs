@@ -346,6 +346,10 @@ mod tests {
     #[test]
     fn presets_and_bad_patterns() {
         assert!(Formats::parse(&["eu".into(), "[A-Z]{3}[0-9]{3}".into()]).is_ok());
+        // A Californian serial read with O for 0: the us preset puts the digit back.
+        let us = Formats::parse(&["us".into()]).unwrap();
+        let fixed: String = us.fit(&chars("7ABC1O3", &[0.9; 7])).unwrap().iter().map(|c| c.ch).collect();
+        assert_eq!(fixed, "7ABC103");
         let err = Formats::parse(&["[A-Z".into()]).unwrap_err();
         assert!(err.contains("[A-Z"), "{err}");
     }
