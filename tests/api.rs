@@ -1,5 +1,7 @@
 //! The HTTP API against a real SQLite database filled by the real recorder, over real HTTP.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -9,12 +11,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use vigil::api::{self, ApiState};
-use vigil::config::Config;
 use vigil::events::{Event, EventType, NewEvent, Recorder, Store};
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
-use vigil::supervisor::fleet::{Fleet, Placement};
 
 struct Api {
     base: String,
@@ -50,30 +49,15 @@ async fn start(token: Option<&str>) -> Api {
     let registry = Arc::new(Registry::default());
     registry.add("gate-1", metrics.camera("gate-1"));
     let shutdown = CancellationToken::new();
-    let fleet = Fleet::new(
-        &Config::default(),
-        None,
-        Placement::All,
-        store.clone(),
-        metrics.clone(),
-        registry.clone(),
-        events.clone(),
-        shutdown.clone(),
-    );
-    let state = Arc::new(ApiState {
+    let parts = common::ApiParts {
         store: store.clone(),
         metrics,
-        cameras: registry,
-        fleet: Arc::new(fleet),
-        live: live.clone(),
-        redis_up: Arc::new(AtomicBool::new(false)),
-        snapshots_dir: dir.path().join("snaps"),
+        registry,
+        events: events.clone(),
+        live,
         token: token.map(String::from),
-        shutdown: shutdown.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    };
+    let base = common::serve_api(dir.path(), parts, &shutdown).await;
     Api { base, store, events, _dir: dir, _publisher_rx: publisher_rx, shutdown }
 }
 

@@ -2,18 +2,17 @@
 //! API route, and random camera bodies. Every config gives Ok or a `file:line:col` error; no
 //! request gives a 5xx.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as Runner, TestRunner};
-use vigil::api::{self, ApiState};
 use vigil::config::Config;
 use vigil::events::Store;
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
-use vigil::supervisor::fleet::{Fleet, Placement};
 
 const KEYS: &[&str] = &[
     "url",
@@ -157,33 +156,15 @@ fn line_col(msg: &str) -> (usize, usize) {
 /// The API on a free port over a fresh SQLite file, with no cameras; returns its base URL.
 async fn serve(dir: &std::path::Path, shutdown: &tokio_util::sync::CancellationToken) -> String {
     let store = Store::connect(&format!("sqlite://{}", dir.join("e.db").display())).await.unwrap();
-    let (metrics, registry) = (Arc::new(Metrics::new()), Arc::new(Registry::default()));
-    let events = tokio::sync::mpsc::channel(16).0;
-    let fleet = Fleet::new(
-        &Config::default(),
-        None,
-        Placement::All,
-        store.clone(),
-        metrics.clone(),
-        registry.clone(),
-        events,
-        shutdown.clone(),
-    );
-    let state = Arc::new(ApiState {
+    let parts = common::ApiParts {
         store,
-        metrics,
-        cameras: registry,
-        fleet: Arc::new(fleet),
+        metrics: Arc::new(Metrics::new()),
+        registry: Arc::new(Registry::default()),
+        events: tokio::sync::mpsc::channel(16).0,
         live: tokio::sync::broadcast::channel(16).0,
-        redis_up: Arc::new(AtomicBool::new(false)),
-        snapshots_dir: dir.join("snaps"),
         token: None,
-        shutdown: shutdown.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, state, shutdown.clone()));
-    base
+    };
+    common::serve_api(dir, parts, shutdown).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,8 +241,9 @@ impl PlateStage {
         {
             pt.best = Some((detached, read, vehicle_box));
         }
+        let min = self.cfg.min_confidence;
+        let mut voted = pt.consensus.vote().filter(|v| v.confidence >= min)?;
         if pt.event_track.is_none() {
-            let voted = pt.consensus.vote().filter(|v| v.confidence >= self.cfg.min_confidence)?;
             let repeat = self
                 .recent
                 .iter()
@@ -251,11 +252,8 @@ impl PlateStage {
             if let Some(r) = repeat {
                 pt.consensus.merge(&r.consensus);
                 pt.published = Some(r.voted.clone());
+                voted = pt.consensus.vote().filter(|v| v.confidence >= min)?;
             }
-        }
-        let voted = pt.consensus.vote()?;
-        if voted.confidence < self.cfg.min_confidence {
-            return None;
         }
         let event_track = pt.event_track.unwrap_or(track_id);
         if let Some(p) = &pt.published

@@ -227,3 +227,44 @@ pub fn threads_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
+
+/// What an in-process API server is built on: the API's own state, minus what it derives.
+pub struct ApiParts {
+    pub store: vigil::events::Store,
+    pub metrics: std::sync::Arc<vigil::metrics::Metrics>,
+    pub registry: std::sync::Arc<vigil::status::Registry>,
+    /// Where the fleet sends camera events.
+    pub events: tokio::sync::mpsc::Sender<vigil::events::NewEvent>,
+    pub live: tokio::sync::broadcast::Sender<vigil::events::Event>,
+    pub token: Option<String>,
+}
+
+/// Serve the API on a free port with an empty fleet, snapshots under `dir`; returns its base URL.
+pub async fn serve_api(dir: &Path, parts: ApiParts, shutdown: &tokio_util::sync::CancellationToken) -> String {
+    use std::sync::Arc;
+    let fleet = vigil::supervisor::fleet::Fleet::new(
+        &vigil::config::Config::default(),
+        None,
+        vigil::supervisor::fleet::Placement::All,
+        parts.store.clone(),
+        parts.metrics.clone(),
+        parts.registry.clone(),
+        parts.events,
+        shutdown.clone(),
+    );
+    let state = Arc::new(vigil::api::ApiState {
+        store: parts.store,
+        metrics: parts.metrics,
+        cameras: parts.registry,
+        fleet: Arc::new(fleet),
+        live: parts.live,
+        redis_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        snapshots_dir: dir.join("snaps"),
+        token: parts.token,
+        shutdown: shutdown.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(vigil::api::serve(listener, state, shutdown.clone()));
+    base
+}
