@@ -19,7 +19,17 @@ const PRESETS: &[(&str, &[&str])] = &[
     ("gb", &["[A-Z]{2}[0-9]{2}[A-Z]{3}"]),
     ("de", &["[A-Z]{1,3}[A-Z]{1,2}[0-9]{1,4}[EH]?"]),
     ("cz", &["[0-9][A-Z][0-9A-Z][0-9]{4}", "[A-Z]{3}[0-9]{4}"]),
-    ("pl", &["[A-Z]{2}[0-9]{5}", "[A-Z]{2}[0-9]{4}[A-Z]", "[A-Z]{2}[0-9]{3}[A-Z]{2}", "[A-Z]{3}[0-9]{4,5}"]),
+    // The last: diplomatic and consular plates, a city letter and six digits (white on blue).
+    (
+        "pl",
+        &[
+            "[A-Z]{2}[0-9]{5}",
+            "[A-Z]{2}[0-9]{4}[A-Z]",
+            "[A-Z]{2}[0-9]{3}[A-Z]{2}",
+            "[A-Z]{3}[0-9]{4,5}",
+            "[A-Z][0-9]{6}",
+        ],
+    ),
     ("br", &["[A-Z]{3}[0-9]{4}", "[A-Z]{3}[0-9][A-Z][0-9]{2}"]),
     ("sk", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
     ("eu", &["it", "fr", "hr", "es", "gb", "de", "cz", "pl", "sk"]),
@@ -350,6 +360,10 @@ mod tests {
         let us = Formats::parse(&["us".into()]).unwrap();
         let fixed: String = us.fit(&chars("7ABC1O3", &[0.9; 7])).unwrap().iter().map(|c| c.ch).collect();
         assert_eq!(fixed, "7ABC103");
+        // A Polish diplomatic plate keeps its digit 0 instead of being bent into a civilian series.
+        let pl = Formats::parse(&["pl".into()]).unwrap();
+        let kept: String = pl.fit(&chars("W053011", &[0.9; 7])).unwrap().iter().map(|c| c.ch).collect();
+        assert_eq!(kept, "W053011");
         let err = Formats::parse(&["[A-Z".into()]).unwrap_err();
         assert!(err.contains("[A-Z"), "{err}");
     }
