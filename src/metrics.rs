@@ -31,6 +31,7 @@ pub struct Metrics {
     /// Seconds from a frame's wall time to its event being published.
     pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
+    plate_reads: IntCounterVec,
     /// Webhook POSTs, by webhook name and outcome (`delivered`, `failed`).
     pub webhook_posts: IntCounterVec,
 }
@@ -43,6 +44,10 @@ pub struct CameraMetrics {
     pub analysed: IntCounter,
     /// Frames that went through the object detector.
     pub detected: IntCounter,
+    /// Regions (vehicles, or whole frames) read for plates.
+    pub plate_reads: IntCounter,
+    /// Plate reads skipped because the plate-read queue was full.
+    pub plate_reads_skipped: IntCounter,
     pub queue_depth: IntGauge,
 }
 
@@ -100,6 +105,12 @@ impl Metrics {
                 h
             },
             frames_detected: counter_vec(&r, "vigil_frames_detected_total", "Frames through the detector", &["camera"]),
+            plate_reads: counter_vec(
+                &r,
+                "vigil_plate_reads_total",
+                "Regions read for plates (`done`), or not because the plate readers were busy (`skipped`)",
+                &["camera", "outcome"],
+            ),
             frames_decoded: counter_vec(&r, "vigil_frames_decoded_total", "Frames out of the decoder", &["camera"]),
             frames_dropped: counter_vec(
                 &r,
@@ -138,6 +149,8 @@ impl Metrics {
             dropped_backpressure: self.frames_dropped.with_label_values(&[id, "backpressure"]),
             analysed: self.frames_analysed.with_label_values(&[id]),
             detected: self.frames_detected.with_label_values(&[id]),
+            plate_reads: self.plate_reads.with_label_values(&[id, "done"]),
+            plate_reads_skipped: self.plate_reads.with_label_values(&[id, "skipped"]),
             queue_depth: self.queue_depth.with_label_values(&[id]),
         }
     }

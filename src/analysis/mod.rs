@@ -90,6 +90,9 @@ pub fn run(
                 previous = Some(frame);
             }
             Recv::Timeout => {
+                if let Some(stage) = &mut objects {
+                    stage.poll().into_iter().for_each(emit);
+                }
                 // The source went quiet: close an open episode in wall time.
                 let quiet = last_frame.elapsed().as_secs_f64();
                 if quiet >= cam.motion.quiet_secs.max(1.0)

@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::plates::PlateStage;
-use crate::anpr::PlateReader;
+use crate::anpr::queue::ReadQueue;
 use crate::config::CameraConfig;
 use crate::detect::{Detection, Detector};
 use crate::events::{EventType, NewEvent};
@@ -65,12 +65,12 @@ pub struct ObjectStage {
 }
 
 impl ObjectStage {
-    /// The stage for `cam`, reading plates with `plates` if the camera has ANPR enabled; unknown
+    /// The stage for `cam`, reading plates on `plates` if the camera has ANPR enabled; unknown
     /// labels are an error naming them.
     pub fn new(
         cam: &CameraConfig,
         detector: Arc<Detector>,
-        plates: Option<Arc<PlateReader>>,
+        plates: Option<ReadQueue>,
         metrics: CameraMetrics,
         status: Arc<CameraStatus>,
     ) -> Result<Self, String> {
@@ -82,9 +82,9 @@ impl ObjectStage {
             classes.insert(class_of(label)?, cam.detection.thresholds(label));
         }
         let plates = match plates {
-            Some(reader) if cam.anpr.enabled => {
+            Some(queue) if cam.anpr.enabled => {
                 let vehicles = cam.anpr.labels.iter().map(class_of).collect::<Result<_, _>>()?;
-                Some(PlateStage::new(cam, reader, vehicles)?)
+                Some(PlateStage::new(cam, queue, vehicles, metrics.clone())?)
             }
             _ => None,
         };
@@ -106,19 +106,19 @@ impl ObjectStage {
 
     /// Run on one frame at stream time `t`; returns the events it produced.
     pub fn process(&mut self, frame: &Frame, motion: &Motion, t: f64) -> Vec<NewEvent> {
+        let mut events = self.poll();
         // A schedule, not "time since last": the long-run rate stays at detect_fps, and timestamp
         // jitter (RTP) cannot skip a frame that is due.
         if self.next_detect.is_some_and(|due| t + SCHEDULE_SLACK < due) {
-            return Vec::new();
+            return events;
         }
         self.next_detect = Some(match self.next_detect {
             Some(due) if t - due < self.interval => due + self.interval,
             _ => t + self.interval,
         });
-        let mut events = match self.plates.as_mut().filter(|p| p.dedicated()) {
-            Some(plates) => plates.scan(frame, !motion.is_empty(), t),
-            None => Vec::new(),
-        };
+        if let Some(plates) = self.plates.as_mut().filter(|p| p.dedicated()) {
+            events.extend(plates.scan(frame, !motion.is_empty(), t));
+        }
         if motion.is_empty() && !self.tracker.has_moving() {
             // Nothing can have changed; only let stationary tracks age.
             let classes = &self.classes;
@@ -151,13 +151,21 @@ impl ObjectStage {
         let changes = self.tracker.update(&dets, |c| threshold(classes, c), t);
         events.extend(self.events(changes, frame, t));
         events.extend(self.refresh(frame, t));
+        if let Some(plates) = &mut self.plates {
+            events.extend(plates.submit(frame, t));
+        }
         events
     }
 
-    /// End every track (source gone or shutting down).
+    /// The events of a plate read that has come back since the last frame.
+    pub fn poll(&mut self) -> Vec<NewEvent> {
+        self.plates.as_mut().map(PlateStage::collect).unwrap_or_default()
+    }
+
+    /// End every track (source gone or shutting down), after the plate read that is out.
     pub fn finish(&mut self, frame: Option<&Frame>) -> Vec<NewEvent> {
+        let mut events = self.plates.as_mut().map(PlateStage::wait).unwrap_or_default();
         let changes = self.tracker.drain();
-        let mut events = Vec::new();
         for change in changes {
             if let Change::Ended(track) = &change
                 && let Some(plates) = &mut self.plates
@@ -279,7 +287,7 @@ impl ObjectStage {
                 events.push(event("update", track, p, frame, Some(frame), Some("snapshot")));
             }
             if let Some(plates) = &mut self.plates {
-                events.extend(plates.vehicle(track.id, track.class, track.bbox, frame, t));
+                plates.vehicle(track.id, track.class, track.bbox, frame, t);
             }
         }
         events

@@ -1,21 +1,29 @@
 //! The plate stage of a camera's analysis: reads plates on vehicle tracks (or, on a dedicated
 //! ANPR camera, anywhere in the frame, tracked as plates), votes over each track's reads, and
 //! publishes one `anpr` event per track, revised when the vote gets better.
+//!
+//! Reads run on the shared [`ReadQueue`], one job per camera at a time: the frame's due regions
+//! go out, and a live camera votes on their plates when they come back, a few frames later. A
+//! file source waits for each read, as it waits for everything else, so a file reads the same
+//! plates however loaded the machine is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use serde_json::json;
 use tracing::{debug, warn};
 
+use crate::anpr::PlateRead;
 use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::plate::{Formats, edit_distance};
-use crate::anpr::{PlateRead, PlateReader};
-use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
+use crate::anpr::queue::{QueueError, ReadQueue, Reads};
+use crate::config::{AnprConfig, AnprMode, CameraConfig, FullPolicy, TrackerConfig};
 use crate::detect::Detection;
 use crate::events::{EventType, NewEvent, snapshot};
 use crate::geometry::iou;
 use crate::ingest::Frame;
+use crate::metrics::CameraMetrics;
 use crate::track::{Change, Tracker};
 
 /// A read whose least sure character is below this does not vote; a weaker character is usually
@@ -49,6 +57,31 @@ struct PlateTrack {
     published: Option<Voted>,
     /// The track whose event this one revises (itself unless it repeats a recent plate).
     event_track: Option<u64>,
+    /// The track ended while a read of it was out: forget it once the read is back.
+    ended: bool,
+}
+
+/// A vehicle region due for a read on the current frame.
+struct Due {
+    track_id: u64,
+    bbox: [f32; 4],
+    region: [u32; 4],
+}
+
+/// What a job sent to the read queue was for.
+enum Target {
+    /// Vehicle tracks, one region each.
+    Vehicles(Vec<Due>),
+    /// Dedicated mode: the whole frame.
+    Frame,
+}
+
+/// A read sent to the queue and not yet voted on.
+struct InFlight {
+    frame: Frame,
+    t: f64,
+    target: Target,
+    reply: Receiver<Reads>,
 }
 
 /// A plate published recently on this camera.
@@ -63,8 +96,12 @@ struct Recent {
 pub struct PlateStage {
     cfg: AnprConfig,
     camera: String,
-    reader: Arc<PlateReader>,
-    formats: Formats,
+    queue: ReadQueue,
+    formats: Arc<Formats>,
+    /// A file source waits for the queue and for its read (nothing skipped, same result on any
+    /// machine); a live one skips a read when the queue is full, and goes on while it runs.
+    wait: bool,
+    metrics: CameraMetrics,
     /// Class ids of the vehicles whose tracks are read.
     vehicles: Vec<usize>,
     tracks: HashMap<u64, PlateTrack>,
@@ -72,11 +109,18 @@ pub struct PlateStage {
     plate_tracker: Option<Tracker>,
     last_scan: f64,
     recent: Vec<Recent>,
+    due: Vec<Due>,
+    in_flight: Option<InFlight>,
 }
 
 impl PlateStage {
     /// The stage for a camera; `vehicles` are the class ids of `cfg.labels`.
-    pub fn new(camera: &CameraConfig, reader: Arc<PlateReader>, vehicles: Vec<usize>) -> Result<Self, String> {
+    pub fn new(
+        camera: &CameraConfig,
+        queue: ReadQueue,
+        vehicles: Vec<usize>,
+        metrics: CameraMetrics,
+    ) -> Result<Self, String> {
         let cfg = &camera.anpr;
         let formats = Formats::parse(&cfg.formats)?;
         let plate_tracker = (cfg.mode == AnprMode::Dedicated).then(|| {
@@ -88,13 +132,17 @@ impl PlateStage {
         Ok(Self {
             cfg: cfg.clone(),
             camera: camera.id.clone(),
-            reader,
-            formats,
+            queue,
+            formats: Arc::new(formats),
+            wait: camera.full_policy() == FullPolicy::Block,
+            metrics,
             vehicles,
             tracks: HashMap::new(),
             plate_tracker,
             last_scan: f64::NEG_INFINITY,
             recent: Vec::new(),
+            due: Vec::new(),
+            in_flight: None,
         })
     }
 
@@ -103,11 +151,11 @@ impl PlateStage {
         self.plate_tracker.is_some()
     }
 
-    /// A vehicle track was seen at `bbox` on this frame: read it if it is due, and return the
-    /// track's `anpr` event when its vote is new or better.
-    pub fn vehicle(&mut self, track_id: u64, class: usize, bbox: [f32; 4], frame: &Frame, t: f64) -> Option<NewEvent> {
+    /// A vehicle track was seen at `bbox` on this frame: mark it for reading if it is due (the
+    /// read goes out with [`submit`](Self::submit)).
+    pub fn vehicle(&mut self, track_id: u64, class: usize, bbox: [f32; 4], frame: &Frame, t: f64) {
         if self.dedicated() || !self.vehicles.contains(&class) {
-            return None;
+            return;
         }
         let area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
         self.touch(track_id, t);
@@ -117,11 +165,8 @@ impl PlateStage {
         let gap = t - pt.last_read >= READ_GAP;
         let due = pt.attempts == 0 || (gap && (pt.published.is_none() || area >= pt.read_area * CLOSER));
         if pt.attempts >= self.cfg.max_reads || !due {
-            return None;
+            return;
         }
-        pt.attempts += 1;
-        pt.last_read = t;
-        pt.read_area = area;
         let (mx, my) = ((bbox[2] - bbox[0]) * MARGIN, (bbox[3] - bbox[1]) * MARGIN);
         let region = [
             (bbox[0] - mx).max(0.0) as u32,
@@ -129,14 +174,37 @@ impl PlateStage {
             ((bbox[2] + mx).max(0.0) as u32).min(frame.width()),
             ((bbox[3] + my).max(0.0) as u32).min(frame.height()),
         ];
-        let reads = self.read(frame, Some(region))?;
-        debug!(track_id, read = ?reads.first().map(|r| (&r.text.text, r.text.confidence)), "plate read");
-        let read = reads.into_iter().next()?;
-        self.vote(track_id, read, bbox, frame, t)
+        self.due.push(Due { track_id, bbox, region });
     }
 
-    /// Dedicated mode, on a detection-scheduled frame: read the whole frame, track the plates, and
-    /// return the events of the plate tracks whose vote is new or better.
+    /// Send this frame's due vehicle reads to the queue, unless a read is still out; returns the
+    /// events of a read that came back (a file source's, at once).
+    pub fn submit(&mut self, frame: &Frame, t: f64) -> Vec<NewEvent> {
+        let due = std::mem::take(&mut self.due);
+        let mut events = self.collect();
+        if due.is_empty() || self.in_flight.is_some() {
+            return events;
+        }
+        let images: Option<Vec<_>> = due.iter().map(|d| region_rgb(frame, Some(d.region))).collect();
+        if let Some(images) = images
+            && self.send(images, frame, t, Target::Vehicles(due))
+            && let Some(InFlight { target: Target::Vehicles(sent), .. }) = &self.in_flight
+        {
+            for d in sent {
+                let pt = self.tracks.entry(d.track_id).or_default();
+                pt.attempts += 1;
+                pt.last_read = t;
+                pt.read_area = (d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]);
+            }
+        }
+        if self.wait {
+            events.extend(self.wait());
+        }
+        events
+    }
+
+    /// Dedicated mode, on a detection-scheduled frame: send the whole frame to be read, unless a
+    /// read is still out; returns the events of a read that came back (a file source's, at once).
     pub fn scan(&mut self, frame: &Frame, moving: bool, t: f64) -> Vec<NewEvent> {
         let Some(tracker) = &self.plate_tracker else { return Vec::new() };
         // Without motion or plates in view, look only once a second: motion can miss a car that
@@ -144,12 +212,100 @@ impl PlateStage {
         if !moving && tracker.tracks().is_empty() && t - self.last_scan < IDLE_SCAN {
             return Vec::new();
         }
-        self.last_scan = t;
-        let reads = self.read(frame, None).unwrap_or_default();
+        let mut events = self.collect();
+        if self.in_flight.is_none()
+            && let Some(image) = region_rgb(frame, None)
+        {
+            self.last_scan = t;
+            self.send(vec![image], frame, t, Target::Frame);
+            if self.wait {
+                events.extend(self.wait());
+            }
+        }
+        events
+    }
+
+    /// The events of the read out, if it is back (without waiting).
+    pub fn collect(&mut self) -> Vec<NewEvent> {
+        let reads = match self.in_flight.as_ref().map(|f| f.reply.try_recv()) {
+            Some(Ok(reads)) => Some(reads),
+            Some(Err(TryRecvError::Disconnected)) => Some(Vec::new()),
+            Some(Err(TryRecvError::Empty)) | None => return Vec::new(),
+        };
+        self.finish_read(reads)
+    }
+
+    /// The events of the read out, waiting for it (a file source, or the source ended).
+    pub fn wait(&mut self) -> Vec<NewEvent> {
+        let reads = self.in_flight.as_ref().map(|f| f.reply.recv().unwrap_or_default());
+        self.finish_read(reads)
+    }
+
+    fn send(&mut self, images: Vec<image::RgbImage>, frame: &Frame, t: f64, target: Target) -> bool {
+        let count = images.len();
+        match self.queue.submit(images, self.formats.clone(), self.wait) {
+            Ok(reply) => {
+                self.in_flight = Some(InFlight { frame: frame.clone(), t, target, reply });
+                true
+            }
+            Err(QueueError::Full) => {
+                self.metrics.plate_reads_skipped.inc_by(count as u64);
+                false
+            }
+            Err(e @ QueueError::Stopped) => {
+                warn!("plate read not sent: {e}");
+                false
+            }
+        }
+    }
+
+    /// Vote on a read that came back (`None`: nothing was out).
+    fn finish_read(&mut self, reads: Option<Reads>) -> Vec<NewEvent> {
+        let (Some(reads), Some(InFlight { frame, t, target, .. })) = (reads, self.in_flight.take()) else {
+            return Vec::new();
+        };
+        self.metrics.plate_reads.inc_by(reads.len() as u64);
+        let offsets: Vec<(f32, f32)> = match &target {
+            Target::Frame => vec![(0.0, 0.0)],
+            Target::Vehicles(due) => due.iter().map(|d| (d.region[0] as f32, d.region[1] as f32)).collect(),
+        };
+        let mut plates: Vec<Vec<PlateRead>> = reads
+            .into_iter()
+            .zip(offsets)
+            .map(|(r, offset)| {
+                r.map(|reads| self.plates_in(&frame, reads, offset))
+                    .inspect_err(|e| warn!("plate reading failed: {e}"))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let events = match target {
+            Target::Frame => {
+                let reads = plates.pop().unwrap_or_default();
+                self.track_plates(reads, &frame, t)
+            }
+            Target::Vehicles(due) => {
+                let mut events = Vec::new();
+                for (d, reads) in due.into_iter().zip(plates) {
+                    debug!(track_id = d.track_id, read = ?reads.first().map(|r| (&r.text.text, r.text.confidence)), "plate read");
+                    if let Some(read) = reads.into_iter().next()
+                        && self.tracks.contains_key(&d.track_id)
+                    {
+                        events.extend(self.vote(d.track_id, read, d.bbox, &frame, t));
+                    }
+                }
+                events
+            }
+        };
+        self.tracks.retain(|_, pt| !pt.ended);
+        events
+    }
+
+    /// Dedicated mode: track the plates read in a frame, and vote on each track's read.
+    fn track_plates(&mut self, reads: Vec<PlateRead>, frame: &Frame, t: f64) -> Vec<NewEvent> {
         debug!(reads = ?reads.iter().map(|r| (&r.text.text, r.text.confidence)).collect::<Vec<_>>(), "plates in frame");
         let dets: Vec<Detection> =
             reads.iter().map(|r| Detection { class: 0, score: r.text.confidence, bbox: r.bbox() }).collect();
-        let tracker = self.plate_tracker.as_mut().expect("dedicated");
+        let Some(tracker) = self.plate_tracker.as_mut() else { return Vec::new() };
         for change in tracker.update(&dets, |_| READ_FLOOR, t) {
             if let Change::Ended(track) = change {
                 self.tracks.remove(&track.id);
@@ -179,39 +335,33 @@ impl PlateStage {
         }
     }
 
-    /// A track ended: forget its reads (its event, if any, stays as last published).
+    /// A track ended: forget its reads (its event, if any, stays as last published), once a read
+    /// of it that is still out has been voted on.
     pub fn forget(&mut self, track_id: u64) {
-        self.tracks.remove(&track_id);
+        let reading = matches!(&self.in_flight, Some(InFlight { target: Target::Vehicles(due), .. })
+            if due.iter().any(|d| d.track_id == track_id));
+        if reading {
+            if let Some(pt) = self.tracks.get_mut(&track_id) {
+                pt.ended = true;
+            }
+        } else {
+            self.tracks.remove(&track_id);
+        }
+        self.due.retain(|d| d.track_id != track_id);
     }
 
-    /// Plates in `region` of the frame (default whole), in frame coordinates, best first.
-    fn read(&self, frame: &Frame, region: Option<[u32; 4]>) -> Option<Vec<PlateRead>> {
-        let rgb = match snapshot::frame_rgb(frame, region) {
-            Ok(rgb) => rgb,
-            Err(e) => {
-                warn!("plate region not converted: {e}");
-                return None;
-            }
-        };
-        let reads = match self.reader.read(&rgb, None, &self.formats) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!("plate reading failed: {e}");
-                return None;
-            }
-        };
-        let offset = region.map_or((0.0, 0.0), |r| (r[0] as f32, r[1] as f32));
+    /// The reads of a region at `offset` that may be this camera's plates, in frame coordinates,
+    /// best first.
+    fn plates_in(&self, frame: &Frame, reads: Vec<PlateRead>, offset: (f32, f32)) -> Vec<PlateRead> {
         let (w, h) = (frame.width() as f32, frame.height() as f32);
         // A plate at the frame's edge may be cut off: wait until it is all in view.
         let inside = |b: [f32; 4]| b[0] > EDGE && b[1] > EDGE && b[2] < w - EDGE && b[3] < h - EDGE;
-        Some(
-            reads
-                .into_iter()
-                .filter(|r| r.text.confidence >= READ_FLOOR && self.plate_like(&r.text))
-                .map(|r| PlateRead { quad: r.quad.map((1.0, 1.0), offset), ..r })
-                .filter(|r| inside(r.bbox()))
-                .collect(),
-        )
+        reads
+            .into_iter()
+            .filter(|r| r.text.confidence >= READ_FLOOR && self.plate_like(&r.text))
+            .map(|r| PlateRead { quad: r.quad.map((1.0, 1.0), offset), ..r })
+            .filter(|r| inside(r.bbox()))
+            .collect()
     }
 
     /// Whether a read may be a plate on a live camera: it fits a configured format, or (without
@@ -298,4 +448,9 @@ impl PlateStage {
             key: Some(format!("anpr:{}:{event_track}", self.camera)),
         })
     }
+}
+
+/// A region of the frame (default whole) as RGB, for reading.
+fn region_rgb(frame: &Frame, region: Option<[u32; 4]>) -> Option<image::RgbImage> {
+    snapshot::frame_rgb(frame, region).inspect_err(|e| warn!("plate region not converted: {e}")).ok()
 }

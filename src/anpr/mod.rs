@@ -8,6 +8,7 @@
 pub mod consensus;
 pub mod ctc;
 pub mod plate;
+pub mod queue;
 pub mod still;
 pub mod textdet;
 
@@ -72,9 +73,9 @@ impl PlateReader {
             })
         };
         let (det_entry, rec_entry) = (find("text-detect")?, find("text-recognise")?);
-        let det = runtime.session(&manifest.path(&det_entry.file))?;
+        let det = runtime.session(&manifest.path(&det_entry.file), true)?;
         let rec_path = manifest.path(&rec_entry.file);
-        let rec = runtime.session(&rec_path)?;
+        let rec = runtime.session(&rec_path, true)?;
         let err = |reason: String| InferenceError::Model { path: rec_path.display().to_string(), reason };
         // PP-OCR exports carry their dictionary in the model metadata.
         let dictionary = rec

@@ -66,7 +66,7 @@ impl Detector {
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
             .collect();
-        let session = runtime.session(&path)?;
+        let session = runtime.session(&path, false)?;
         let grid = yolox::grid(input.width, input.height, &output.strides);
         check_contract(&session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
         let batcher = Batcher::spawn(&entry.name, session, inference, metrics);

@@ -61,14 +61,19 @@ impl Runtime {
         Ok(Arc::new(Self { env, cfg: cfg.clone() }))
     }
 
-    /// Open a model with the configured provider, threads and spinning.
-    pub fn session(&self, path: &Path) -> Result<Session, InferenceError> {
+    /// Open a model with the configured provider, threads and spinning. `varying_shapes` models
+    /// (a text detector fed regions of any size) skip ONNX Runtime's per-shape memory plans: one
+    /// cached plan and one arena block per input shape would grow memory with every new size.
+    pub fn session(&self, path: &Path, varying_shapes: bool) -> Result<Session, InferenceError> {
         let err = |reason: String| InferenceError::Model { path: path.display().to_string(), reason };
         if !path.is_file() {
             return Err(err("file not found (run scripts/setup)".into()));
         }
         let mut builder = Session::builder(&self.env).map_err(|e| err(e.to_string()))?;
         builder = builder.with_intra_op_spinning(self.cfg.spinning).map_err(|e| err(e.to_string()))?;
+        if varying_shapes {
+            builder = builder.with_memory_pattern(false).map_err(|e| err(e.to_string()))?;
+        }
         if self.cfg.intra_threads > 0 {
             builder = builder.with_intra_threads(self.cfg.intra_threads).map_err(|e| err(e.to_string()))?;
         }

@@ -21,6 +21,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::camera;
 use crate::analysis::objects::ObjectStage;
 use crate::anpr::PlateReader;
+use crate::anpr::queue::ReadQueue;
 use crate::cluster::{Leases, Shard};
 use crate::config::{CameraConfig, Config, ConfigError};
 use crate::detect::Detector;
@@ -113,11 +114,11 @@ pub enum Placement {
     Leases(Leases),
 }
 
-/// The detector and plate reader, loaded when the first camera needs them and shared after.
+/// The detector and the plate-read queue, loaded when the first camera needs them and shared after.
 #[derive(Default)]
 struct Models {
     detector: Option<Arc<Detector>>,
-    plates: Option<Arc<PlateReader>>,
+    plates: Option<ReadQueue>,
 }
 
 /// The running cameras and how to change them.
@@ -561,7 +562,7 @@ impl Models {
         settings: &Config,
         anpr: bool,
         metrics: Arc<Metrics>,
-    ) -> Result<(Arc<Detector>, Option<Arc<PlateReader>>), FleetError> {
+    ) -> Result<(Arc<Detector>, Option<ReadQueue>), FleetError> {
         let failed = |what: &str, e: &dyn std::fmt::Display| FleetError::Models(format!("{what}: {e}"));
         let runtime = Runtime::load(&settings.inference).map_err(|e| failed("loading ONNX Runtime", &e))?;
         if self.detector.is_none() {
@@ -572,7 +573,7 @@ impl Models {
         if anpr && self.plates.is_none() {
             let p = PlateReader::load(&settings.models, &runtime, &settings.inference, metrics)
                 .map_err(|e| failed("loading the plate models", &e))?;
-            self.plates = Some(Arc::new(p));
+            self.plates = Some(ReadQueue::spawn(Arc::new(p)));
         }
         Ok((self.detector.clone().expect("loaded above"), self.plates.clone()))
     }

@@ -105,10 +105,13 @@ struct Run {
     limit_fps: f64,
     ratio: f64,
     dropped: u64,
+    /// Regions read for plates, and plate reads skipped because the readers were busy.
+    plate_reads: [u64; 2],
     /// Frame to Redis message, for events emitted at their frame (`start`s), milliseconds.
     latency_ms: Option<[f64; 3]>,
     peak_rss_mb: f64,
-    /// Resident memory at the end of the measured window minus at its start.
+    /// Growth of resident memory's floor over the measured window: the lowest sample in its last
+    /// quarter minus the lowest in its first (a transient allocation at either end is not growth).
     rss_growth_mb: f64,
     cpu_per_camera_pct: f64,
 }
@@ -262,6 +265,9 @@ fn raw_inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
     Ok(Limits { decode_fps, inference_fps, inference_ms_batch1 })
 }
 
+/// How often resident memory is sampled during a run.
+const RSS_SAMPLE: Duration = Duration::from_millis(500);
+
 /// Run the supervisor on `config` and measure it.
 async fn pipeline(
     config: Config,
@@ -285,22 +291,30 @@ async fn pipeline(
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let rss0 = rss_bytes();
-    let (analysed0, detected0, dropped0, cpu0, t0) = (
+    let (analysed0, detected0, dropped0, plates0, cpu0, t0) = (
         sum(|m| m.analysed.get()),
         sum(|m| m.detected.get()),
         sum(|m| m.dropped_backpressure.get()),
+        [sum(|m| m.plate_reads.get()), sum(|m| m.plate_reads_skipped.get())],
         cpu_seconds(),
         Instant::now(),
     );
-    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    let mut rss = Vec::new();
+    let mut tick = tokio::time::interval(RSS_SAMPLE);
+    while t0.elapsed().as_secs_f64() < args.seconds {
+        tick.tick().await;
+        rss.push(rss_bytes());
+    }
     let secs = t0.elapsed().as_secs_f64();
     let analysed = sum(|m| m.analysed.get()) - analysed0;
     let detected = sum(|m| m.detected.get()) - detected0;
     let dropped = sum(|m| m.dropped_backpressure.get()) - dropped0;
+    let plate_reads = [sum(|m| m.plate_reads.get()) - plates0[0], sum(|m| m.plate_reads_skipped.get()) - plates0[1]];
     let cpu = cpu_seconds() - cpu0;
     let peak_rss_mb = status_kb("VmHWM:") as f64 * 1024.0 / 1e6;
-    let rss_growth_mb = (rss_bytes() as f64 - rss0 as f64) / 1e6;
+    let quarter = rss.len().div_ceil(4);
+    let floor = |s: &[u64]| s.iter().copied().min().unwrap_or(0) as f64;
+    let rss_growth_mb = (floor(&rss[rss.len() - quarter..]) - floor(&rss[..quarter])) / 1e6;
     shutdown.cancel();
     task.await??;
     let _ = listener.await;
@@ -318,6 +332,7 @@ async fn pipeline(
         limit_fps,
         ratio: fps / limit_fps,
         dropped,
+        plate_reads,
         latency_ms: (!lat.is_empty()).then(|| [pct(0.5), pct(0.95), pct(0.99)]),
         peak_rss_mb,
         rss_growth_mb,
@@ -384,7 +399,7 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
     }
     println!("inference, 1 caller: {:.1} ms per frame\n", limits.inference_ms_batch1);
     println!(
-        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>22} {:>9} {:>8} {:>8}",
+        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>14} {:>22} {:>9} {:>8} {:>8}",
         "stages",
         "cams",
         "fps",
@@ -392,15 +407,20 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
         "limit",
         "ratio",
         "dropped",
+        "plates/skipped",
         "latency p50/p95/p99 ms",
         "peak RSS",
         "RSS +/-",
         "CPU/cam"
     );
     for r in runs {
+        let plates = match r.stages {
+            Stages::Anpr => format!("{}/{}", r.plate_reads[0], r.plate_reads[1]),
+            _ => "-".to_string(),
+        };
         let latency = r.latency_ms.map_or("n/a".to_string(), |[a, b, c]| format!("{a:.0}/{b:.0}/{c:.0}"));
         println!(
-            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>22} {:>6.0} MB {:>+5.1} MB {:>7.0}%",
+            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>14} {:>22} {:>6.0} MB {:>+5.1} MB {:>7.0}%",
             format!("{:?}", r.stages).to_lowercase(),
             r.cameras,
             r.fps,
@@ -408,6 +428,7 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
             r.limit_fps,
             r.ratio * 100.0,
             r.dropped,
+            plates,
             latency,
             r.peak_rss_mb,
             r.rss_growth_mb,
