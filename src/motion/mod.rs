@@ -76,7 +76,8 @@ impl MotionDetector {
             spread: vec![false; w * h],
             grown: vec![false; w * h],
             seen: vec![false; w * h],
-            stack: Vec::new(),
+            // Each cell is pushed at most once: sized now, a large region never allocates mid-stream.
+            stack: Vec::with_capacity(w * h),
         }
     }
 
