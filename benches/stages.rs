@@ -1,6 +1,6 @@
 //! Per-stage costs on the hot path: motion on a 1080p luma plane, the frame channel, the tracker
-//! with 50 tracks, CTC decoding, event JSON, and, with the models installed, the detector's
-//! letterbox and YOLOX decode + NMS on the model's real output for a real photo.
+//! with 50 tracks, CTC decoding, event JSON, a snapshot JPEG of a real photo, and, with the models
+//! installed, the detector's letterbox and YOLOX decode + NMS on the model's real output for it.
 //! Run: `cargo bench --bench stages`.
 
 use std::hint::black_box;
@@ -12,6 +12,7 @@ use vigil::anpr::ctc::Alphabet;
 use vigil::channel::{self, Policy};
 use vigil::config::{Config, MotionConfig, TrackerConfig};
 use vigil::detect::{Detection, Detector, yolox};
+use vigil::events::snapshot::encode_jpeg;
 use vigil::events::{Event, EventType};
 use vigil::inference::{Batcher, Runtime};
 use vigil::metrics::Metrics;
@@ -104,6 +105,7 @@ fn ctc(c: &mut Criterion) {
 
 /// The dog photo from the shared assets as a GStreamer RGB buffer.
 fn photo() -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
+    vigil::ingest::init().ok()?;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/images/dog.jpg");
     let rgb = image::open(path).ok()?.to_rgb8();
     let (w, h) = rgb.dimensions();
@@ -118,6 +120,20 @@ fn photo() -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
         }
     }
     Some((buffer, info))
+}
+
+/// A snapshot: colour conversion and JPEG encoding of a whole photo.
+fn snapshot(c: &mut Criterion) {
+    let Some((buffer, info)) = photo() else { return };
+    let frame = vigil::ingest::Frame {
+        camera: "bench".into(),
+        seq: 0,
+        pts: None,
+        wall: chrono::Utc::now(),
+        info: Arc::new(info),
+        buffer,
+    };
+    c.bench_function("snapshot JPEG, photo", |b| b.iter(|| black_box(encode_jpeg(&frame, None, 85).unwrap())));
 }
 
 /// Letterbox and YOLOX decode + NMS; skipped (with a note) where setup has not installed the models.
@@ -146,5 +162,5 @@ fn detector(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, motion, frame_channel, tracker, ctc, event_json, detector);
+criterion_group!(benches, motion, frame_channel, tracker, ctc, event_json, snapshot, detector);
 criterion_main!(benches);

@@ -128,3 +128,68 @@ async fn api_cameras_are_saved_replaced_and_forgotten_on_sqlite_and_postgres() {
     let pg = Store::connect(&common::postgres_url()).await.unwrap();
     saved_cameras_round_trip(&pg, &format!("cam-{}", std::process::id())).await;
 }
+
+/// A real GStreamer I420 frame of `w`×`h` with a gradient, so it compresses like an image.
+fn frame(w: u32, h: u32) -> vigil::ingest::Frame {
+    use gstreamer_video as gst_video;
+    vigil::ingest::init().unwrap();
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w, h).build().unwrap();
+    let pixels: Vec<u8> = (0..info.size()).map(|i| (i * 7 % 251) as u8).collect();
+    vigil::ingest::Frame {
+        camera: "burst".into(),
+        seq: 0,
+        pts: None,
+        wall: Utc::now(),
+        info: std::sync::Arc::new(info),
+        buffer: gstreamer::Buffer::from_mut_slice(pixels),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_encodes_ahead_but_saves_and_publishes_in_arrival_order() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+    let (events, rx) = tokio::sync::mpsc::channel(64);
+    let (to_publisher, mut published) = tokio::sync::mpsc::channel(64);
+    let recorder = vigil::events::Recorder {
+        store: store.clone(),
+        snapshots_dir: dir.path().join("snaps"),
+        metrics: Arc::new(vigil::metrics::Metrics::new()),
+        to_publisher,
+        lagged: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        live: tokio::sync::broadcast::channel(16).0,
+    };
+    // Large snapshots (with a crop) between small ones and none: encoded at once, the small ones
+    // finish first.
+    let sizes = [Some((1920, 1080)), None, Some((64, 48)), Some((1920, 1080)), Some((64, 48)), None];
+    for (n, size) in sizes.iter().cycle().take(12).enumerate() {
+        let mut ev = event("burst", 0);
+        ev.data = serde_json::json!({"phase": "start", "n": n});
+        ev.snapshot = size.map(|(w, h)| frame(w, h));
+        ev.crop = size.filter(|s| s.0 > 64).map(|_| [100, 100, 400, 300]);
+        events.send(ev).await.unwrap();
+    }
+    drop(events);
+    tokio::time::timeout(std::time::Duration::from_secs(60), recorder.run(rx)).await.expect("recorder finishes");
+
+    let mut order = Vec::new();
+    while let Ok(ev) = published.try_recv() {
+        order.push((ev.id, ev.event_data["n"].as_u64().unwrap()));
+    }
+    assert_eq!(order.len(), 12, "every event handed to the publisher: {order:?}");
+    assert!(order.windows(2).all(|p| p[0].0 < p[1].0 && p[0].1 + 1 == p[1].1), "ids follow arrival: {order:?}");
+    for (id, n) in order {
+        let ev = store.get(id).await.unwrap().expect("saved");
+        let size = sizes[n as usize % sizes.len()];
+        assert_eq!(ev.snapshot_path.is_some(), size.is_some(), "event {n}");
+        if let (Some(rel), Some((w, h))) = (ev.snapshot_path, size) {
+            let jpeg = image::open(dir.path().join("snaps").join(&rel)).expect("a JPEG");
+            assert_eq!((jpeg.width(), jpeg.height()), (w, h), "event {n}");
+            if w > 64 {
+                let crop = image::open(dir.path().join("snaps").join(rel.replace(".jpg", "-crop.jpg"))).unwrap();
+                assert_eq!((crop.width(), crop.height()), (300, 200), "event {n} crop");
+            }
+        }
+    }
+}

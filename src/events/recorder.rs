@@ -1,6 +1,6 @@
-//! The recorder: the single writer of events. It encodes snapshots off the async runtime, saves
-//! rows in arrival order (so ids follow that order), and hands each saved event to the publisher
-//! and to live API subscribers.
+//! The recorder: the single writer of events. It encodes snapshots off the async runtime, up to
+//! [`ENCODERS`] at once and ahead of the writes, saves rows in arrival order (so ids follow that
+//! order), and hands each saved event to the publisher and to live API subscribers.
 //!
 //! It never waits on Redis: if the publisher falls behind, the hand-off is skipped and the
 //! publisher finds the row through the outbox instead. While the database is down it holds up
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::{StreamExt, stream};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -23,6 +24,9 @@ use crate::metrics::Metrics;
 
 /// JPEG quality of snapshots.
 const JPEG_QUALITY: u8 = 85;
+/// Snapshots encoded at once. Cameras that see one car together emit their events together;
+/// encoding them one after another would put each event behind all the others' encodes.
+const ENCODERS: usize = 4;
 /// Events held in memory while the database is unreachable.
 pub const BUFFER: usize = 2000;
 /// Event keys remembered for revisions (one per plate-read track); the oldest are forgotten.
@@ -58,6 +62,8 @@ pub struct Recorder {
 impl Recorder {
     /// Save events until every sender is dropped and everything received is saved.
     pub async fn run(self, mut rx: mpsc::Receiver<NewEvent>) {
+        let mut incoming =
+            std::pin::pin!(stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|ev| self.encode(ev)).buffered(ENCODERS));
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut open = true;
         let mut wait = Duration::from_millis(100);
@@ -65,8 +71,8 @@ impl Recorder {
         let mut keys = Keys::default();
         while open || !pending.is_empty() {
             if pending.is_empty() {
-                match rx.recv().await {
-                    Some(ev) => self.admit(&mut pending, ev).await,
+                match incoming.next().await {
+                    Some(item) => self.admit(&mut pending, item),
                     None => {
                         open = false;
                         continue;
@@ -116,8 +122,8 @@ impl Recorder {
                         let room = pending.len() < BUFFER || pending.iter().any(Pending::droppable);
                         tokio::select! {
                             _ = &mut pause => break,
-                            ev = rx.recv(), if open && room => match ev {
-                                Some(ev) => self.admit(&mut pending, ev).await,
+                            item = incoming.next(), if open && room => match item {
+                                Some(item) => self.admit(&mut pending, item),
                                 None => open = false,
                             },
                         }
@@ -128,8 +134,8 @@ impl Recorder {
         }
     }
 
-    /// Encode the snapshot and queue the event, making room by dropping the oldest update.
-    async fn admit(&self, pending: &mut VecDeque<Pending>, mut ev: NewEvent) {
+    /// Encode the event's snapshot on the blocking pool.
+    async fn encode(&self, mut ev: NewEvent) -> Pending {
         let (jpeg, crop) = match ev.snapshot.take() {
             Some(frame) => {
                 let region = ev.crop;
@@ -155,7 +161,11 @@ impl Recorder {
             }
             None => (None, None),
         };
-        let item = Pending { ev, jpeg, crop };
+        Pending { ev, jpeg, crop }
+    }
+
+    /// Queue an encoded event, making room by dropping the oldest update.
+    fn admit(&self, pending: &mut VecDeque<Pending>, item: Pending) {
         if pending.len() >= BUFFER {
             match pending.iter().position(Pending::droppable) {
                 Some(i) => {

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
-use image::codecs::jpeg::JpegEncoder;
-use image::{ExtendedColorType, RgbImage};
+use image::RgbImage;
+use jpeg_encoder::{ColorType, Encoder};
 
 use crate::ingest::Frame;
 
@@ -21,19 +21,17 @@ pub enum SnapshotError {
     #[error("colour conversion failed: {0}")]
     Convert(String),
     #[error("JPEG encoding failed: {0}")]
-    Encode(#[from] image::ImageError),
+    Encode(#[from] jpeg_encoder::EncodingError),
+    #[error("{0}×{1} is too large for a JPEG")]
+    TooLarge(u32, u32),
 }
 
 /// Encode the frame, or a `[x1, y1, x2, y2]` region of it, as a JPEG of the given quality (1–100).
 pub fn encode_jpeg(frame: &Frame, region: Option<[u32; 4]>, quality: u8) -> Result<Vec<u8>, SnapshotError> {
     let rgb = frame_rgb(frame, region)?;
     let mut jpeg = Vec::with_capacity(rgb.len() / 8);
-    JpegEncoder::new_with_quality(&mut jpeg, quality).encode(
-        rgb.as_raw(),
-        rgb.width(),
-        rgb.height(),
-        ExtendedColorType::Rgb8,
-    )?;
+    let side = |v: u32| u16::try_from(v).map_err(|_| SnapshotError::TooLarge(rgb.width(), rgb.height()));
+    Encoder::new(&mut jpeg, quality).encode(rgb.as_raw(), side(rgb.width())?, side(rgb.height())?, ColorType::Rgb)?;
     Ok(jpeg)
 }
 
