@@ -32,7 +32,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let writer = || vigil::redact::RedactedStderr;
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer).init();
     let result = match cli.command {
         Command::Run(args) => cmds::run::run(args),
         Command::CheckConfig(args) => cmds::check_config::run(args),

@@ -56,6 +56,7 @@ async fn start(token: Option<&str>) -> Api {
         events: events.clone(),
         live,
         token: token.map(String::from),
+        sse_slots: 4,
     };
     let base = common::serve_api(dir.path(), parts, &shutdown).await;
     Api { base, store, events, _dir: dir, _publisher_rx: publisher_rx, shutdown }
@@ -239,8 +240,13 @@ async fn a_token_guards_every_api_route() {
     }
     let ok = client.get(format!("{}/api/events", api.base)).bearer_auth("s3cret-token").send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
-    let ok = client.get(format!("{}/api/cameras?access_token=s3cret-token", api.base)).send().await.unwrap();
+    // In the query only where a browser cannot send a header: the live stream and snapshots.
+    let res = client.get(format!("{}/api/cameras?access_token=s3cret-token", api.base)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let ok = client.get(format!("{}/api/events/stream?access_token=s3cret-token", api.base)).send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
+    let ok = client.get(format!("{}/api/events/{id}/snapshot?access_token=s3cret-token", api.base)).send().await;
+    assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: the event has no snapshot");
     assert_eq!(client.get(format!("{}/healthz", api.base)).send().await.unwrap().status().as_u16(), 200);
 }
 
@@ -322,4 +328,45 @@ async fn sse_replays_from_last_event_id_then_goes_live() {
     let live = record(&api, event("gate-1", EventType::Motion, json!({"phase": "start"}))).await;
     let (id, ev) = next_sse(&mut stream, &mut buf).await;
     assert_eq!((id, ev.event_data["phase"].as_str()), (live, Some("start")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_beyond_the_cap_get_503_and_events_keep_being_saved() {
+    let api = start(None).await;
+    fill(&api).await;
+    let open = |after: i64| {
+        let url = format!("{}/api/events/stream?after_id={after}", api.base);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    // start() allows four; each replays the history from the database.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let res = open(0).await;
+        assert_eq!(res.status().as_u16(), 200);
+        streams.push(res.bytes_stream());
+    }
+    let refused = open(0).await;
+    assert_eq!(refused.status().as_u16(), 503);
+    let answer: Value = refused.json().await.unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("max_sse_clients"), "{answer}");
+    // The recorder still saves, and the open streams still get what it saves.
+    let id = record(&api, event("gate-1", EventType::Motion, json!({"phase": "start"}))).await;
+    let mut buf = String::new();
+    loop {
+        let (got, _) = next_sse(&mut streams[0], &mut buf).await;
+        if got == id {
+            break;
+        }
+    }
+    // A client that goes away gives its place back.
+    streams.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let res = open(id).await;
+        if res.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed stream's place was not given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

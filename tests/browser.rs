@@ -1,6 +1,8 @@
 //! The web page in a real browser: Debian's headless Chromium, driven over WebDriver
 //! (chromedriver), opens the page before any event exists; the camera then comes up and its
-//! events must appear in the page live, through the SSE stream, within 15 s.
+//! events must appear in the page live, through the SSE stream, within 15 s. The API has a token,
+//! given to the page once in its address: the page must use it for every call and image, and
+//! take it out of the address bar.
 
 mod common;
 
@@ -11,6 +13,8 @@ use base64::Engine;
 use common::{Redis, Vigil, free_port, media};
 use serde_json::{Value, json};
 use vigil::sample::SampleServer;
+
+const TOKEN: &str = "page-token-0123456789";
 
 struct Driver {
     child: Child,
@@ -84,7 +88,7 @@ async fn the_page_shows_events_live() {
     let redis = Redis::start();
     let (api_port, rtsp_port) = (free_port(), free_port());
     let config = format!(
-        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{api_port}\"\n[redis]\nurl = \"{}\"\n\
+        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{api_port}\"\ntoken = \"{TOKEN}\"\n[redis]\nurl = \"{}\"\n\
          [storage]\nsnapshots_dir = \"{}\"\n[[cameras]]\nid = \"lobby\"\nurl = \"rtsp://127.0.0.1:{rtsp_port}/cam\"\n\
          [cameras.reconnect]\ninitial_secs = 0.5\nmax_secs = 1.0\n",
         dir.path().join("e.db").display(),
@@ -100,7 +104,8 @@ async fn the_page_shows_events_live() {
     }
 
     let driver = Driver::start(&dir.path().join("chromium")).await;
-    driver.call(reqwest::Method::POST, "url", json!({"url": page})).await;
+    driver.call(reqwest::Method::POST, "url", json!({"url": format!("{page}?access_token={TOKEN}")})).await;
+    assert_eq!(driver.script("return location.href").await, json!(page), "the token left the address bar");
     let rows = "return document.querySelectorAll('li.event').length";
     assert_eq!(driver.script(rows).await, json!(0), "no events yet: the camera is not serving");
     let cameras = driver.script("return document.querySelector('#cameras tbody').innerText").await;
@@ -122,6 +127,15 @@ async fn the_page_shows_events_live() {
     let text = driver.script("return document.querySelector('#events').innerText").await;
     assert!(text.as_str().unwrap().contains("lobby"), "{text}");
     assert_eq!(driver.script("return document.querySelector('#live').textContent").await, json!("live"));
+    let cameras = driver.script("return document.querySelector('#cameras tbody').innerText").await;
+    assert!(cameras.as_str().unwrap().contains("lobby"), "the camera table loads with the token: {cameras}");
+    let loaded =
+        "return [...document.querySelectorAll('li.event img')].filter(i => i.complete && i.naturalWidth > 0).length";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver.script(loaded).await.as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot image loaded with the token");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
     let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();

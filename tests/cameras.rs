@@ -32,9 +32,12 @@ impl Client {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let write = method != reqwest::Method::GET;
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
+        } else if write {
+            req = req.header("content-type", "application/json");
         }
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();

@@ -24,6 +24,10 @@ const KEYS: &[&str] = &[
     "retention_days",
     "listen",
     "token",
+    "token_env",
+    "allow_unauthenticated",
+    "public_metrics",
+    "max_sse_clients",
     "dir",
     "detector",
     "provider",
@@ -163,6 +167,7 @@ async fn serve(dir: &std::path::Path, shutdown: &tokio_util::sync::CancellationT
         events: tokio::sync::mpsc::channel(16).0,
         live: tokio::sync::broadcast::channel(16).0,
         token: None,
+        sse_slots: 1000,
     };
     common::serve_api(dir, parts, shutdown).await
 }
@@ -279,10 +284,12 @@ async fn random_camera_bodies_never_get_a_server_error() {
     }
     println!("answers by status: {seen:?}");
     for garbage in ["", "[1, 2]", "{\"id\": ", "null", "\u{0}"] {
+        let res = client.post(format!("{base}/api/cameras")).header("content-type", "application/json").body(garbage);
+        assert_eq!(res.send().await.unwrap().status().as_u16(), 400, "{garbage:?}");
         let res = client.post(format!("{base}/api/cameras")).body(garbage).send().await.unwrap();
-        assert_eq!(res.status().as_u16(), 400, "{garbage:?}");
+        assert_eq!(res.status().as_u16(), 415, "{garbage:?} without a content type");
     }
-    let res = client.post(format!("{base}/api/reload")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 409, "no file to reload");
+    let res = client.post(format!("{base}/api/reload")).header("content-type", "application/json").send().await;
+    assert_eq!(res.unwrap().status().as_u16(), 409, "no file to reload");
     shutdown.cancel();
 }

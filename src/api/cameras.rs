@@ -35,7 +35,8 @@ pub async fn one(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> 
 
 /// `POST /api/cameras`: add and start a camera; 201 with its state URL.
 pub async fn add(State(state): State<Arc<ApiState>>, body: Bytes) -> Result<Response, ApiError> {
-    let id = state.fleet.add(json_body(&body)?).await?;
+    let (fleet, body) = (state.fleet.clone(), json_body(&body)?);
+    let id = to_completion(async move { fleet.add(body).await }).await?;
     let location = format!("/api/cameras/{id}");
     let mut camera = describe(&state, &id).await?;
     camera["url"] = location.clone().into();
@@ -48,19 +49,33 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    state.fleet.replace(&id, json_body(&body)?).await?;
+    let (fleet, body, which) = (state.fleet.clone(), json_body(&body)?, id.clone());
+    to_completion(async move { fleet.replace(&which, body).await }).await?;
     Ok(axum::Json(describe(&state, &id).await?).into_response())
 }
 
 /// `DELETE /api/cameras/{id}`: stop an API camera, ending its tracks, and forget it.
 pub async fn remove(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    state.fleet.remove(&id).await?;
+    let fleet = state.fleet.clone();
+    to_completion(async move { fleet.remove(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /api/reload`: re-read the config file and apply the difference.
 pub async fn reload(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.fleet.reload().await?).into_response())
+    let fleet = state.fleet.clone();
+    Ok(axum::Json(to_completion(async move { fleet.reload().await }).await?).into_response())
+}
+
+/// Run a change to the fleet in its own task, so that it completes, and leaves the cameras and
+/// the database agreeing, even if the client hangs up or the request times out meanwhile.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, FleetError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(ApiError::unavailable(format!("the change did not complete: {e}"))),
+    }
 }
 
 fn json_body(body: &[u8]) -> Result<Value, ApiError> {

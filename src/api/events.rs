@@ -119,6 +119,9 @@ pub async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let mut q = parse_query(raw.as_deref())?;
+    let Ok(slot) = state.sse_slots.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable("too many live event streams are open ([server] max_sse_clients)"));
+    };
     let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_id).transpose()?;
     let start = from_header.or(q.after_id);
     q.newest_first = false;
@@ -126,7 +129,10 @@ pub async fn stream(
     // Subscribe before replaying, so nothing saved in between is missed.
     let live = state.live.subscribe();
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(relay(state, q, start, live, tx));
+    tokio::spawn(async move {
+        relay(state, q, start, live, tx).await;
+        drop(slot);
+    });
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
@@ -163,6 +169,8 @@ async fn relay(
         }
         let next = tokio::select! {
             next = live.recv() => next,
+            // The client went away: give its slot back now, not at the next event.
+            _ = tx.closed() => return,
             _ = state.shutdown.cancelled() => return,
         };
         match next {

@@ -48,19 +48,8 @@ pub struct Store {
 impl Store {
     /// Open (creating a SQLite file if needed) and migrate.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let full = if sqlite && !url.contains('?') && !url.contains(":memory:") {
-            format!("{url}?mode=rwc")
-        } else {
-            url.to_string()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 8 })
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&full)
-            .await
-            .map_err(|source| StoreError::Connect { url: Redacted(url).to_string(), source })?;
+        let pool = Self::pool(url, if sqlite { 4 } else { 8 }).await?;
         if sqlite {
             // WAL lets the API read while the recorder writes; the setting persists in the file.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
@@ -77,6 +66,28 @@ impl Store {
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
         Ok(Self { pool, fences: Arc::default() })
+    }
+
+    /// A second, small pool on an already migrated database, for readers that must never take
+    /// the connections event writes need (the API's lists and live-stream replays): under any
+    /// load they wait for one of their own `connections`.
+    pub async fn connect_reader(url: &str, connections: u32) -> Result<Self, StoreError> {
+        Ok(Self { pool: Self::pool(url, connections).await?, fences: Arc::default() })
+    }
+
+    async fn pool(url: &str, connections: u32) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        let full = if url.starts_with("sqlite:") && !url.contains('?') && !url.contains(":memory:") {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
+        AnyPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&full)
+            .await
+            .map_err(|source| StoreError::Connect { url: Redacted(url).to_string(), source })
     }
 
     /// Save an event and, inside the same transaction, its snapshot file (and the crop, whose
@@ -359,8 +370,21 @@ impl Store {
     }
 
     /// Webhook `name`'s cursor; a new webhook starts after the newest event, so it is not sent
-    /// the history.
-    pub async fn webhook_cursor(&self, name: &str) -> Result<i64, StoreError> {
+    /// the history. A cursor saved under `legacy` (the name an earlier version used) is renamed
+    /// to `name` first, so an upgrade neither skips nor repeats events.
+    pub async fn webhook_cursor(&self, name: &str, legacy: Option<&str>) -> Result<i64, StoreError> {
+        if let Some(old) = legacy.filter(|old| *old != name) {
+            sqlx::query(
+                "UPDATE webhook_cursors SET name = $1 WHERE name = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_cursors WHERE name = $3)",
+            )
+            .bind(name)
+            .bind(old)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+            sqlx::query("DELETE FROM webhook_cursors WHERE name = $1").bind(old).execute(&self.pool).await?;
+        }
         let saved: Option<i64> = sqlx::query_scalar("SELECT last_id FROM webhook_cursors WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)

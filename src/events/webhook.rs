@@ -51,7 +51,7 @@ impl Webhook {
     /// Deliver until `shutdown`; `saved` wakes it when events are saved.
     pub async fn run(self, mut saved: broadcast::Receiver<Event>, shutdown: CancellationToken) {
         let mut cursor = loop {
-            match self.store.webhook_cursor(&self.name).await {
+            match self.store.webhook_cursor(&self.name, self.cfg.legacy_key().as_deref()).await {
                 Ok(c) => break c,
                 Err(e) => {
                     warn!(webhook = %self.name, "cannot read the delivery cursor: {e}");

@@ -23,7 +23,7 @@ use crate::analysis::objects::ObjectStage;
 use crate::anpr::PlateReader;
 use crate::anpr::queue::ReadQueue;
 use crate::cluster::{Leases, Shard};
-use crate::config::{CameraConfig, Config, ConfigError};
+use crate::config::{CameraConfig, Config, ConfigError, Source};
 use crate::detect::Detector;
 use crate::events::{NewEvent, Store, StoreError};
 use crate::inference::Runtime;
@@ -199,7 +199,7 @@ impl Fleet {
 
     /// Add a camera from an API body (the fields of a `[[cameras]]` table), save it and start it.
     pub async fn add(&self, body: Value) -> Result<String, FleetError> {
-        let (cam, body) = parse_body(body, None)?;
+        let (cam, body) = parse_body(body, None, self.settings.server.api_file_sources)?;
         let mut state = self.state.lock().await;
         if state.wanted.contains_key(&cam.id) {
             return Err(FleetError::Exists(cam.id));
@@ -218,7 +218,7 @@ impl Fleet {
 
     /// Replace an API camera's settings and restart only that camera.
     pub async fn replace(&self, id: &str, body: Value) -> Result<(), FleetError> {
-        let (cam, body) = parse_body(body, Some(id))?;
+        let (cam, body) = parse_body(body, Some(id), self.settings.server.api_file_sources)?;
         let mut state = self.state.lock().await;
         self.owned_by_api(&state, id)?;
         self.store.save_camera(id, &body.to_string()).await?;
@@ -443,15 +443,19 @@ impl Fleet {
                 self.store.forget_camera(id).await?;
                 continue;
             }
-            let parsed = serde_json::from_str(body).map_err(|e| (String::new(), e.to_string()));
-            match parsed.and_then(CameraConfig::from_json) {
-                Ok(config) => {
+            // Checked as an API body again: a row saved by an older version, or written into the
+            // database by hand, gets no more than the API would allow today.
+            let parsed = serde_json::from_str(body)
+                .map_err(|e| FleetError::Invalid { field: String::new(), reason: e.to_string() })
+                .and_then(|body| parse_body(body, None, self.settings.server.api_file_sources));
+            match parsed {
+                Ok((config, _)) => {
                     state.wanted.insert(id.clone(), Wanted { config, origin: Origin::Api });
                 }
-                Err((field, reason)) => {
+                Err(e) => {
                     state.wanted.remove(id);
                     if state.rejected.insert(id.clone()) {
-                        warn!(camera = %id, "saved camera is not valid, not started: {}", FleetError::Invalid { field, reason });
+                        warn!(camera = %id, "saved camera is not valid, not started: {}", Redacted(&e.to_string()));
                     }
                 }
             }
@@ -580,11 +584,21 @@ impl Models {
 }
 
 /// The camera in an API body, and the body with its id filled in from `id` (the URL's) if given.
-fn parse_body(mut body: Value, id: Option<&str>) -> Result<(CameraConfig, Value), FleetError> {
+/// A body may name a decoder template but never carry a pipeline, and may read a local file only
+/// where `[server] api_file_sources` allows it.
+fn parse_body(mut body: Value, id: Option<&str>, allow_files: bool) -> Result<(CameraConfig, Value), FleetError> {
     let invalid = |field: &str, reason: String| FleetError::Invalid { field: field.into(), reason };
     let Some(fields) = body.as_object_mut() else {
         return Err(invalid("", "the body must be a JSON object with the fields of a [[cameras]] table".into()));
     };
+    if fields.contains_key("pipeline") {
+        return Err(invalid(
+            "pipeline",
+            "a pipeline cannot be set through the API; name a template in pipelines/ with `decoder`, \
+             or set `pipeline` in the config file"
+                .into(),
+        ));
+    }
     if let Some(id) = id {
         let given = fields.get("id").or_else(|| fields.get("camera_id"));
         match given.and_then(Value::as_str) {
@@ -596,6 +610,12 @@ fn parse_body(mut body: Value, id: Option<&str>) -> Result<(CameraConfig, Value)
         }
     }
     let cam = CameraConfig::from_json(body.clone()).map_err(|(field, reason)| invalid(&field, reason))?;
+    if !allow_files && matches!(cam.source(), Ok(Source::File(_))) {
+        return Err(invalid(
+            "url",
+            "file:// sources cannot be added through the API unless [server] api_file_sources = true".into(),
+        ));
+    }
     Ok((cam, body))
 }
 

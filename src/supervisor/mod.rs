@@ -32,6 +32,9 @@ use fleet::{Fleet, Placement};
 /// camera channels drop frames, and memory stays flat. A database outage is absorbed by the
 /// recorder's own buffer of encoded events, not here.
 const EVENT_QUEUE: usize = 128;
+/// The API's own database connections (lists, one event, live-stream replays), apart from the
+/// ones event writes use, so no number of API clients can hold up the recorder.
+const API_DB_CONNECTIONS: u32 = 2;
 /// How long the publisher may keep trying after the cameras have stopped.
 const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 
@@ -60,7 +63,11 @@ pub async fn run(
         }
         (None, false) => Placement::All,
     };
+    let access = api::Access::from_config(&config.server).map_err(anyhow::Error::msg)?;
     let store = Store::connect(&config.database.url).await.context("starting the event store")?;
+    let api_store = Store::connect_reader(&config.database.url, API_DB_CONNECTIONS)
+        .await
+        .context("opening the API's database connections")?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([server] listen)", config.server.listen))?;
@@ -112,14 +119,15 @@ pub async fn run(
     tokio::spawn(fleet.clone().keep_leases(shutdown.clone()));
     tokio::spawn(sample_rates(registry.clone(), shutdown.clone()));
     let api_state = Arc::new(ApiState {
-        store: store.clone(),
+        store: api_store.clone(),
         metrics: metrics.clone(),
         cameras: registry,
         fleet: fleet.clone(),
         live,
         redis_up,
         snapshots_dir: config.storage.snapshots_dir.clone(),
-        token: config.server.token.clone(),
+        access,
+        sse_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_sse_clients)),
         shutdown: shutdown.clone(),
     });
     info!(listen = %config.server.listen, "HTTP API and page up");
@@ -135,6 +143,7 @@ pub async fn run(
     if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), api).await {
         warn!("HTTP API: {e}");
     }
+    api_store.close().await;
     store.close().await;
     Ok(())
 }

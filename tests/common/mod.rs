@@ -43,8 +43,16 @@ impl Redis {
 
     fn start_on(port: u16, password: Option<String>) -> Self {
         let mut r = Self { port, password, child: None };
-        r.resume();
-        r
+        // Another test may take the free port first; then redis-server exits and a new port is tried.
+        for _ in 0..5 {
+            r.resume();
+            std::thread::sleep(Duration::from_millis(50));
+            if r.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none()) {
+                return r;
+            }
+            r.port = free_port();
+        }
+        panic!("redis-server would not stay up");
     }
 
     /// (Re)start the server on the same port.
@@ -54,13 +62,14 @@ impl Redis {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
-        let child = cmd.stdout(Stdio::null()).spawn().expect("redis-server (run scripts/setup)");
-        self.child = Some(child);
+        let mut child = cmd.stdout(Stdio::null()).spawn().expect("redis-server (run scripts/setup)");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Stop waiting if it exits: the port was taken.
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() && child.try_wait().unwrap().is_none() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
     }
 
     /// SIGKILL the server.
@@ -237,6 +246,8 @@ pub struct ApiParts {
     pub events: tokio::sync::mpsc::Sender<vigil::events::NewEvent>,
     pub live: tokio::sync::broadcast::Sender<vigil::events::Event>,
     pub token: Option<String>,
+    /// Live event streams that may be open at once.
+    pub sse_slots: usize,
 }
 
 /// Serve the API on a free port with an empty fleet, snapshots under `dir`; returns its base URL.
@@ -260,7 +271,11 @@ pub async fn serve_api(dir: &Path, parts: ApiParts, shutdown: &tokio_util::sync:
         live: parts.live,
         redis_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         snapshots_dir: dir.join("snaps"),
-        token: parts.token,
+        access: vigil::api::Access {
+            token: parts.token.as_deref().map(vigil::config::ApiToken::new),
+            ..Default::default()
+        },
+        sse_slots: Arc::new(tokio::sync::Semaphore::new(parts.sse_slots)),
         shutdown: shutdown.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,7 +1,16 @@
 // vigil's page: cameras every 2 s, events live over SSE (replaying from the last id seen).
+// The token arrives once as /?access_token=…; it is kept for this tab and taken out of the
+// address bar, so it stays out of the history and of links copied from the page.
 const params = new URLSearchParams(location.search);
-const token = params.get("access_token");
+if (params.has("access_token")) {
+  sessionStorage.setItem("vigil-token", params.get("access_token"));
+  params.delete("access_token");
+  history.replaceState(null, "", location.pathname + (params.size ? "?" + params : "") + location.hash);
+}
+const token = sessionStorage.getItem("vigil-token");
+// fetch sends the token as a header; only EventSource and <img>, which cannot, put it in the URL.
 const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
+const api = (url) => fetch(url, token ? { headers: { Authorization: "Bearer " + token } } : {});
 const $ = (sel) => document.querySelector(sel);
 const filters = $("#filters");
 let source = null;
@@ -60,7 +69,7 @@ async function reload() {
   lastId = 0;
   const q = query();
   q.set("limit", "50");
-  const res = await fetch(withToken("/api/events?" + q));
+  const res = await api("/api/events?" + q);
   const page = await res.json();
   (page.events || []).reverse().forEach(addEvent);
   const live = query();
@@ -73,7 +82,7 @@ async function reload() {
 
 async function cameras() {
   try {
-    const list = await (await fetch(withToken("/api/cameras"))).json();
+    const list = await (await api("/api/cameras")).json();
     const rows = list.map((c) => {
       const tr = document.createElement("tr");
       const ms = (v) => (v == null ? "–" : v.toFixed(1));

@@ -5,7 +5,6 @@
 //! error; they never see a half-checked one.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +13,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::redact::Redacted;
+
+mod server;
+pub use server::{ApiToken, ServerConfig};
 
 /// A config that failed to load, with the place and reason.
 #[derive(Debug, thiserror::Error)]
@@ -160,28 +162,6 @@ fn default_snapshots_dir() -> PathBuf {
     "snapshots".into()
 }
 
-/// `[server]`: the HTTP API.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Default `127.0.0.1:8080`.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Bearer token required by every `/api/*` route. Default: none (open).
-    #[serde(default)]
-    pub token: Option<String>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self { listen: default_listen(), token: None }
-    }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-
 /// `[models]`: where setup put the ONNX files, and which of `manifest.toml`'s models to use.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,7 +252,8 @@ pub enum Provider {
 pub struct WebhookConfig {
     /// `http://` or `https://` endpoint.
     pub url: String,
-    /// Names the webhook in logs, metrics and its delivery cursor. Default: the URL without credentials.
+    /// Names the webhook in logs, metrics and its delivery cursor. Default: the URL's host (and
+    /// port), never its path or query, which often hold the endpoint's secret.
     #[serde(default)]
     pub name: Option<String>,
     /// Event types to send (`motion`, `tracking`, `anpr`, `camera`). Default: all.
@@ -296,13 +277,27 @@ fn default_webhook_timeout() -> f64 {
 impl WebhookConfig {
     /// The name used in logs, metrics and the cursor table.
     pub fn key(&self) -> String {
-        self.name.clone().unwrap_or_else(|| Redacted(&self.url).to_string())
+        self.name.clone().or_else(|| crate::redact::host_of(&self.url)).unwrap_or_else(|| "webhook".into())
+    }
+
+    /// The name earlier versions gave a webhook without `name` (its URL with the user-info shown
+    /// as `***`), so its delivery cursor can be carried over once and that name, which may hold
+    /// the endpoint's secret, dropped from the database.
+    pub fn legacy_key(&self) -> Option<String> {
+        let (scheme, rest) = self.url.split_once("://")?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let authority = match authority.rfind('@') {
+            Some(at) => format!("***{}", &authority[at..]),
+            None => authority.to_string(),
+        };
+        self.name.is_none().then(|| format!("{scheme}://{authority}{path}"))
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let url = url::Url::parse(&self.url).map_err(|e| ("url", format!("bad URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(("url", format!("webhook URL `{}` must be http:// or https://", Redacted(&self.url))));
+            return Err(("url", format!("webhook URL scheme `{}` must be http or https", url.scheme())));
         }
         if let Some(t) = self.events.iter().find(|t| crate::events::EventType::parse(t).is_none()) {
             return Err(("events", format!("unknown event type `{t}` (expected motion, tracking, anpr or camera)")));
@@ -782,10 +777,7 @@ impl Config {
         }
         check_db_url(&self.database.url).map_err(|r| FieldError::new(vec![Name("database"), Name("url")], r))?;
         check_redis(&self.redis).map_err(|(field, r)| FieldError::new(vec![Name("redis"), Name(field)], r))?;
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| FieldError::new(vec![Name("server"), Name("listen")], format!("not an address: {e}")))?;
+        self.server.validate().map_err(|(field, r)| FieldError::new(vec![Name("server"), Name(field)], r))?;
         if !(1.0..=600.0).contains(&self.cluster.lease_secs) || self.cluster.prefix.is_empty() {
             return Err(FieldError::new(vec![Name("cluster")], "need lease_secs in 1..=600 and a prefix"));
         }
