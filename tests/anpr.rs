@@ -13,9 +13,9 @@ use common::{Redis, Vigil};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde_json::Value;
-use vigil::anpr::PlateReader;
 use vigil::anpr::plate::Formats;
 use vigil::anpr::queue::{QueueError, ReadQueue};
+use vigil::anpr::{PlateReader, Search};
 use vigil::config::{InferenceConfig, ModelsConfig};
 use vigil::events::{EventType, Store};
 use vigil::inference::Runtime;
@@ -51,30 +51,93 @@ fn truth(set: &str) -> Vec<(PathBuf, String)> {
     out
 }
 
-/// The accuracy report on both development sets, held to floors a few points under what it
-/// measured when written (EU 88.9 % exact, 97.2 % with O and 0 as one glyph, 0.9 % false plates
-/// then; BR 97.4 % exact, 1.8 % false), so a regression fails here. The EU ground truth spells
-/// seven plates' digit 0 as the letter O.
+/// `vigil bench anpr --json` on a set, as one row.
+fn bench(args: &[&str], set: &str) -> Value {
+    let dir = plates(set);
+    let mut all = vec!["bench", "anpr", "--json"];
+    all.extend(args);
+    all.push(dir.to_str().unwrap());
+    let (ok, out, err) = vigil(&all);
+    assert!(ok, "{err}");
+    let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    println!("{} {args:?}: {row}", set);
+    row
+}
+
+/// The accuracy report on the development sets, held to floors a few points under what it
+/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 92.6 %, BR under `br`
+/// 98.2 %, US with no format 69.5 %; 0.04–0.08 reads per image elsewhere than the annotated
+/// plate, some of them other vehicles' real plates), so a regression fails here. The EU ground
+/// truth spells seven plates' digit 0 as the letter O.
 #[test]
 fn the_accuracy_report_holds_its_floors() {
-    let eu = plates("openalpr-eu");
-    let br = plates("openalpr-br");
-    let mut rows = HashMap::new();
-    for (format, dir) in [("eu", &eu), ("br", &br)] {
-        let (ok, out, err) = vigil(&["bench", "anpr", "--json", "--format", format, dir.to_str().unwrap()]);
-        assert!(ok, "{err}");
-        let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-        println!("{row}");
-        rows.insert(format, row);
+    let eu = bench(&["--format", "eu"], "openalpr-eu");
+    let br = bench(&["--format", "br"], "openalpr-br");
+    let us = bench(&[], "openalpr-us-dev");
+    let num = |row: &Value, key: &str| row[key].as_f64().unwrap_or_else(|| panic!("no {key}: {row}"));
+    assert_eq!((num(&eu, "images"), num(&br, "images"), num(&us, "images")), (108.0, 114.0, 105.0));
+    for (row, folded, wrong) in [(&eu, 90.0, 5.0), (&br, 95.0, 3.0), (&us, 66.0, 17.0)] {
+        assert!(num(row, "folded_pct") >= folded, "{row}");
+        assert!(num(row, "exact_pct") <= num(row, "folded_pct") && num(row, "top1_pct") <= num(row, "folded_pct"));
+        assert!(num(row, "wrong_pct") <= wrong, "{row}");
+        assert!(num(row, "elsewhere_per_image") <= 0.15, "text elsewhere taken for plates: {row}");
     }
-    let num = |set: &str, key: &str| rows[set][key].as_f64().unwrap();
-    assert_eq!(num("eu", "images"), 108.0);
-    assert_eq!(num("br", "images"), 114.0);
-    assert!(num("eu", "exact_pct") >= 85.0, "{}", rows["eu"]);
-    assert!(num("eu", "exact_o0_pct") >= 94.0, "{}", rows["eu"]);
-    assert!(num("eu", "false_o0_pct") <= 3.0, "{}", rows["eu"]);
-    assert!(num("br", "exact_pct") >= 94.0, "{}", rows["br"]);
-    assert!(num("br", "false_pct") <= 3.5, "{}", rows["br"]);
+}
+
+/// A region's preset may re-rank and fix confusions where its formats say which class belongs,
+/// but never reject a plausible plate: on each development set, the wrong region's preset reads
+/// no worse than no preset by more than two points.
+#[test]
+fn a_wrong_preset_reads_no_worse_than_none() {
+    for (set, wrong) in [("openalpr-eu", "us"), ("openalpr-us-dev", "eu"), ("openalpr-br", "eu")] {
+        let none = bench(&[], set)["folded_pct"].as_f64().unwrap();
+        let preset = bench(&["--format", wrong], set)["folded_pct"].as_f64().unwrap();
+        assert!(preset >= none - 2.0, "{set}: {preset} % under `{wrong}` against {none} % with no format");
+    }
+}
+
+/// A camera's burnt-in clock (GStreamer's `clockoverlay`, date and time) on a plate photo is
+/// never reported as a plate, and the plate still is.
+#[test]
+fn a_burnt_in_clock_is_never_a_plate() {
+    vigil::ingest::init().unwrap();
+    let (image, plate) = truth("openalpr-br").into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clock.jpg");
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! imagefreeze num-buffers=1 \
+         ! clockoverlay time-format=\"%Y-%m-%d %H:%M:%S\" font-desc=\"Sans Bold 28\" halignment=right valignment=top \
+         ! videoconvert ! jpegenc ! filesink location={}",
+        image.display(),
+        out.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    assert!(matches!(msg.map(|m| m.type_()), Some(gst::MessageType::Eos)), "overlay failed");
+    pipeline.set_state(gst::State::Null).unwrap();
+    for args in [vec!["anpr", "--json"], vec!["anpr", "--json", "--dedicated"]] {
+        let mut args = args.clone();
+        let path = out.display().to_string();
+        args.push(&path);
+        let (ok, stdout, err) = vigil(&args);
+        assert!(ok, "{err}");
+        let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let found: Vec<&str> =
+            line["plates"].as_array().unwrap().iter().map(|p| p["plate"].as_str().unwrap()).collect();
+        let glyphs = |t: &str| t.replace('O', "0").replace('I', "1");
+        assert!(
+            found.iter().any(|p| glyphs(p) == glyphs(&plate)),
+            "{args:?}: the plate {plate} is not read: {found:?}"
+        );
+        for p in &found {
+            let digits = p.chars().filter(char::is_ascii_digit).count();
+            assert!(digits < 6 || p.chars().any(|c| c.is_ascii_uppercase()), "{args:?}: the clock read as {p}");
+        }
+        assert_eq!(found.len(), 1, "{args:?}: {found:?}");
+    }
 }
 
 /// The shared plate-read queue: reads beyond its places are refused at once (a live camera skips
@@ -89,14 +152,14 @@ fn the_plate_read_queue_refuses_reads_when_full_and_returns_all_it_took() {
     let formats = Arc::new(Formats::parse(&["eu".to_string()]).unwrap());
     let (path, plate) = truth("openalpr-eu").into_iter().next().unwrap();
     let image = image::open(&path).unwrap().to_rgb8();
-    let direct = reader.read(&image, None, &formats).unwrap();
+    let direct = reader.read(&image, None, Search::Scene, &formats).unwrap();
     assert!(direct.iter().any(|r| r.text.text == plate), "{plate} not read directly: {direct:?}");
     let queue = ReadQueue::spawn(reader);
 
     // Eight at once: two workers and two waiting places take at most four.
     let (mut taken, mut refused) = (Vec::new(), 0);
     for _ in 0..8 {
-        match queue.submit(vec![image.clone()], formats.clone(), false) {
+        match queue.submit(vec![image.clone()], Search::Scene, formats.clone(), false) {
             Ok(reply) => taken.push(reply),
             Err(QueueError::Full) => refused += 1,
             Err(e) => panic!("{e}"),
@@ -105,7 +168,7 @@ fn the_plate_read_queue_refuses_reads_when_full_and_returns_all_it_took() {
     assert!((1..=4).contains(&taken.len()) && refused == 8 - taken.len(), "{} taken, {refused} refused", taken.len());
     // Waiting for a place: none refused, even with the queue still busy.
     for _ in 0..4 {
-        taken.push(queue.submit(vec![image.clone()], formats.clone(), true).expect("a place"));
+        taken.push(queue.submit(vec![image.clone()], Search::Scene, formats.clone(), true).expect("a place"));
     }
     for reply in taken {
         let reads = reply.recv_timeout(Duration::from_secs(60)).expect("every read taken comes back");
@@ -279,16 +342,17 @@ impl PlateRun {
     }
 }
 
-/// A dedicated ANPR camera: each image is at most one `anpr` event (revisions keep its id), most
-/// with the right plate, published on Redis with a plate crop. Still-image accuracy on these 20
-/// (O and 0 as one glyph) predicts 17; the run measured 16 when written.
+/// A dedicated ANPR camera: each plate is at most one `anpr` event (revisions keep its id), most
+/// with the right plate, published on Redis with a plate crop. The run measured 19 of 20 when
+/// written. One image carries a photographer's mark (`©SW722`), which a dedicated camera, reading
+/// the whole frame, reports as `OSW722`: the one text elsewhere allowed here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
     let run = plate_run("mode = \"dedicated\"\nformats = [\"eu\"]\nmax_reads = 3").await;
     let (per_plate, right) = run.tally();
-    assert!(run.anpr.len() <= run.picked.len(), "an image gave more than one event: {per_plate:?}");
+    assert!(run.anpr.len() <= run.picked.len() + 1, "more events than plates: {per_plate:?}");
     assert!(run.picked.iter().all(|(_, p)| per_plate.get(p).copied().unwrap_or(0) <= 1), "{per_plate:?}");
-    assert!(right >= 14, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    assert!(right >= 16, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
     run.assert_published();
 }
 

@@ -14,10 +14,10 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use crate::anpr::PlateRead;
 use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::plate::{Formats, edit_distance};
 use crate::anpr::queue::{QueueError, ReadQueue, Reads};
+use crate::anpr::{PlateRead, Search};
 use crate::config::{AnprConfig, AnprMode, CameraConfig, FullPolicy, TrackerConfig};
 use crate::detect::Detection;
 use crate::events::{EventType, NewEvent, snapshot};
@@ -243,7 +243,11 @@ impl PlateStage {
 
     fn send(&mut self, images: Vec<image::RgbImage>, frame: &Frame, t: f64, target: Target) -> bool {
         let count = images.len();
-        match self.queue.submit(images, self.formats.clone(), self.wait) {
+        let search = match target {
+            Target::Vehicles(_) => Search::Vehicle,
+            Target::Frame => Search::Scene,
+        };
+        match self.queue.submit(images, search, self.formats.clone(), self.wait) {
             Ok(reply) => {
                 self.in_flight = Some(InFlight { frame: frame.clone(), t, target, reply });
                 true
@@ -358,20 +362,10 @@ impl PlateStage {
         let inside = |b: [f32; 4]| b[0] > EDGE && b[1] > EDGE && b[2] < w - EDGE && b[3] < h - EDGE;
         reads
             .into_iter()
-            .filter(|r| r.text.confidence >= READ_FLOOR && self.plate_like(&r.text))
+            .filter(|r| r.text.confidence >= READ_FLOOR)
             .map(|r| PlateRead { quad: r.quad.map((1.0, 1.0), offset), ..r })
             .filter(|r| inside(r.bbox()))
             .collect()
-    }
-
-    /// Whether a read may be a plate on a live camera: it fits a configured format, or (without
-    /// formats) has both letters and digits; a model name or a slogan must not become a plate.
-    fn plate_like(&self, text: &crate::anpr::plate::PlateText) -> bool {
-        if self.formats.is_empty() {
-            text.text.chars().any(|c| c.is_ascii_digit()) && text.text.chars().any(|c| c.is_ascii_uppercase())
-        } else {
-            text.formatted
-        }
     }
 
     /// Add a read to a track's vote; the event when the vote is confident and new or better.

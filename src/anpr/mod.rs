@@ -27,12 +27,25 @@ use textdet::{DbParams, Quad};
 /// Recogniser input height and the narrowest input width (PP-OCR's 48 × 320).
 const REC_HEIGHT: u32 = 48;
 const REC_MIN_WIDTH: u32 = 320;
-/// The detector sees the searched region with its shorter side at least this (small plates in a
-/// vehicle box need the upscaling) and its longer side at most the other.
-const DET_MIN_SIDE: u32 = 640;
-const DET_MAX_SIDE: u32 = 1280;
+/// A vehicle's box is searched at this width: a plate is about a fifth to a third of a vehicle's
+/// width, so its characters come out 20–40 px high whatever the vehicle's distance, the size
+/// the text detector finds best, and the cost stays fixed.
+const VEHICLE_DET_WIDTH: u32 = 512;
+/// A scene is searched with its longer side at most this.
+const SCENE_DET_MAX: u32 = 960;
 /// Text lines read per region, largest first; a vehicle rarely carries more that matter.
 const MAX_LINES: usize = 12;
+/// The most plate-like lines of a region that are read again, grown.
+const REREAD_LINES: usize = 2;
+
+/// What an image (or region) handed to [`PlateReader::read`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// A vehicle's box: the plate sits on its lower part, at a size the box predicts.
+    Vehicle,
+    /// A whole scene: plates anywhere, at any size.
+    Scene,
+}
 
 /// One plate read in an image.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,12 +112,13 @@ impl PlateReader {
         })
     }
 
-    /// Plate candidates in `region` (`[x1, y1, x2, y2]`, default the whole image), most
-    /// plate-like first.
+    /// Plate candidates in `region` (`[x1, y1, x2, y2]`, default the whole image), which shows
+    /// what `search` says, most plate-like first.
     pub fn read(
         &self,
         image: &RgbImage,
         region: Option<[u32; 4]>,
+        search: Search,
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
         let [x1, y1, x2, y2] = region.unwrap_or([0, 0, image.width(), image.height()]);
@@ -113,15 +127,18 @@ impl PlateReader {
             return Ok(Vec::new());
         }
         let crop = image.view(x1, y1, x2 - x1, y2 - y1).to_image();
-        let quads = self.find_lines(&crop)?;
+        let size = match search {
+            Search::Vehicle => vehicle_det_size(crop.width(), crop.height()),
+            Search::Scene => textdet::input_size(crop.width(), crop.height(), 0, SCENE_DET_MAX),
+        };
+        let quads = self.find_lines(&crop, size)?;
         let offset = (x1 as f32, y1 as f32);
         let quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
         self.read_lines(image, &quads, formats)
     }
 
     /// Text lines in an image, as quads in its pixels, the largest first.
-    fn find_lines(&self, image: &RgbImage) -> Result<Vec<Quad>, InferenceError> {
-        let (w, h) = textdet::input_size(image.width(), image.height(), DET_MIN_SIDE, DET_MAX_SIDE);
+    fn find_lines(&self, image: &RgbImage, (w, h): (u32, u32)) -> Result<Vec<Quad>, InferenceError> {
         let out = self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, (w, h)))?;
         let (mh, mw) = match out.shape.as_slice() {
             [1, mh, mw] => (*mh, *mw),
@@ -137,33 +154,98 @@ impl PlateReader {
         Ok(quads)
     }
 
-    /// Recognise each quad and judge it as a plate; the most plate-like first.
+    /// Recognise each quad and judge it as a plate; the most plate-like first. Every quad is
+    /// read as found; the most plate-like few are read again grown (see [`VARIANTS`]), and each
+    /// one's reads are pooled by [`pool`].
     fn read_lines(
         &self,
         image: &RgbImage,
         quads: &[Quad],
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
-        let mut items = Vec::new();
-        let mut kept = Vec::new();
-        for quad in quads {
-            let Some(line) = textdet::warp(image, quad) else { continue };
-            let line = mask_emblems(trim_bands(&line));
-            let (width, tensor) = rec_tensor(&line);
-            items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
-            kept.push((*quad, line.width() as f32 / line.height().max(1) as f32));
-        }
-        let mut reads = Vec::new();
-        for ((quad, aspect), out) in kept.into_iter().zip(self.rec.infer_many(items)) {
-            let out = out?;
-            let chars = self.alphabet.decode(&out.data, self.classes);
-            if let Some(text) = plate::judge(&chars, aspect, formats) {
-                reads.push(PlateRead { text, quad });
-            }
-        }
+        let mut texts: Vec<Vec<PlateText>> = vec![Vec::new(); quads.len()];
+        let first: Vec<(usize, Quad)> = quads.iter().copied().enumerate().collect();
+        self.recognise(image, &first, formats, &mut texts)?;
+        let mut order: Vec<usize> = (0..quads.len()).filter(|&i| !texts[i].is_empty()).collect();
+        order.sort_by(|&a, &b| texts[b][0].likeness.total_cmp(&texts[a][0].likeness));
+        let again: Vec<(usize, Quad)> = order
+            .iter()
+            .take(REREAD_LINES)
+            .flat_map(|&i| VARIANTS.iter().map(move |&(along, across)| (i, quads[i].grow(along, across))))
+            .collect();
+        self.recognise(image, &again, formats, &mut texts)?;
+        let mut reads: Vec<PlateRead> =
+            quads.iter().zip(texts).filter_map(|(quad, t)| Some(PlateRead { text: pool(t)?, quad: *quad })).collect();
         reads.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
         Ok(reads)
     }
+
+    /// Read each `(line, quad)` and add its judged text, if plate-like, to `texts[line]`.
+    fn recognise(
+        &self,
+        image: &RgbImage,
+        quads: &[(usize, Quad)],
+        formats: &Formats,
+        texts: &mut [Vec<PlateText>],
+    ) -> Result<(), InferenceError> {
+        let mut items = Vec::new();
+        let mut kept = Vec::new();
+        for &(i, quad) in quads {
+            let Some(line) = textdet::warp(image, &quad) else { continue };
+            let line = mask_emblems(trim_bands(&line));
+            let (width, tensor) = rec_tensor(&line);
+            items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
+            kept.push((i, line.width() as f32 / line.height().max(1) as f32));
+        }
+        for ((i, aspect), out) in kept.into_iter().zip(self.rec.infer_many(items)) {
+            let chars = self.alphabet.decode(&out?.data, self.classes);
+            texts[i].extend(plate::judge(&chars, aspect, formats));
+        }
+        Ok(())
+    }
+}
+
+/// How the most plate-like lines are read again: grown along and across the text by these
+/// fractions of its height. Text detectors draw tight boxes, and a box that shaves the first or
+/// last character reads as a shorter, sure plate; a grown box keeps it.
+const VARIANTS: [(f32, f32); 2] = [(0.3, 0.0), (0.15, 0.1)];
+
+/// The probability above which a character a grown box adds at the end of a line is believed.
+const SURE_EDGE: f32 = 0.8;
+
+/// One line's reads, pooled. Each read votes for its own text, and for any longer read that
+/// contains it and whose extra characters at the ends are sure: a shorter read inside it is the
+/// same line with a character shaved off by a tight box. The most voted text wins (ties to the
+/// more plate-like), each character as sure as its surest read of that text.
+fn pool(reads: Vec<PlateText>) -> Option<PlateText> {
+    let supports = |long: &PlateText, short: &PlateText| {
+        if long.text == short.text {
+            return true;
+        }
+        let Some(at) = long.text.find(&short.text) else { return false };
+        let end = at + short.text.len();
+        short.text.len() >= 3 && long.probs[..at].iter().chain(&long.probs[end..]).all(|&p| p >= SURE_EDGE)
+    };
+    let votes = |t: &PlateText| reads.iter().filter(|r| supports(t, r)).count();
+    let best = reads.iter().max_by(|a, b| votes(a).cmp(&votes(b)).then(a.likeness.total_cmp(&b.likeness)))?;
+    let mut pooled = best.clone();
+    for r in reads.iter().filter(|r| r.text == best.text) {
+        for (p, q) in pooled.probs.iter_mut().zip(&r.probs) {
+            *p = p.max(*q);
+        }
+    }
+    pooled.confidence = pooled.probs.iter().copied().fold(1.0, f32::min);
+    Some(pooled)
+}
+
+/// The text detector's input size for a vehicle region: [`VEHICLE_DET_WIDTH`] wide (taller
+/// regions are held to a square of that side), multiples of 32.
+fn vehicle_det_size(width: u32, height: u32) -> (u32, u32) {
+    let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+    let side = VEHICLE_DET_WIDTH as f32;
+    let scale = (side / w).min(side / h);
+    let round = |v: f32| (((v / 32.0).round() as u32) * 32).max(32);
+    (round(w * scale), round(h * scale))
 }
 
 /// The recogniser input for a line: 48 px high, aspect kept, padded right to at least 320.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use image::RgbImage;
 
 use super::plate::Formats;
-use super::{PlateRead, PlateReader};
+use super::{PlateRead, PlateReader, Search};
 use crate::inference::InferenceError;
 
 /// Reads that run at once: one can be in text detection while another is in recognition.
@@ -23,6 +23,7 @@ pub type Reads = Vec<Result<Vec<PlateRead>, InferenceError>>;
 
 struct Job {
     images: Vec<RgbImage>,
+    search: Search,
     formats: Arc<Formats>,
     reply: SyncSender<Reads>,
 }
@@ -57,16 +58,17 @@ impl ReadQueue {
         Self { tx }
     }
 
-    /// Queue a read of `images`; its result arrives on the returned receiver. With `wait`, block
+    /// Queue a read of `images`, each showing what `search` says; its result arrives on the returned receiver. With `wait`, block
     /// for a place in the queue; without, fail with [`QueueError::Full`].
     pub fn submit(
         &self,
         images: Vec<RgbImage>,
+        search: Search,
         formats: Arc<Formats>,
         wait: bool,
     ) -> Result<Receiver<Reads>, QueueError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        let job = Job { images, formats, reply };
+        let job = Job { images, search, formats, reply };
         if wait {
             self.tx.send(job).map_err(|_| QueueError::Stopped)?;
         } else {
@@ -85,7 +87,7 @@ fn work(reader: &PlateReader, jobs: &Mutex<Receiver<Job>>) {
             Ok(job) => job,
             Err(_) => return,
         };
-        let reads = job.images.iter().map(|image| reader.read(image, None, &job.formats)).collect();
+        let reads = job.images.iter().map(|image| reader.read(image, None, job.search, &job.formats)).collect();
         // The camera may have stopped meanwhile; its result is then not wanted.
         let _ = job.reply.send(reads);
     }

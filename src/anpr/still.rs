@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use super::{PlateRead, PlateReader};
+use super::{PlateRead, PlateReader, Search};
 use crate::detect::Detector;
 use crate::inference::InferenceError;
 
@@ -19,13 +19,16 @@ pub struct StillReader<'a> {
     /// Vehicle detector and the class ids of vehicles; `None` searches whole images (dedicated).
     pub vehicles: Option<(&'a Detector, Vec<usize>)>,
     pub formats: &'a super::plate::Formats,
+    /// The confidence a plate needs to be reported.
+    pub min_confidence: f32,
 }
 
 impl StillReader<'_> {
-    /// The plates in an image, one per place, highest likeness first. The whole image is searched
-    /// (large plates, vehicles too close to detect) and so is each vehicle, upscaled (small plates).
+    /// The plates in an image, one per place, highest likeness first. Each vehicle is searched
+    /// first; the whole scene (plates too close to the camera for a vehicle to be detected,
+    /// vehicles the detector misses) only when no vehicle gave a sure plate.
     pub fn read(&self, image: &RgbImage) -> Result<Vec<PlateRead>, InferenceError> {
-        let mut plates: Vec<PlateRead> = self.reader.read(image, None, self.formats)?;
+        let mut plates: Vec<PlateRead> = Vec::new();
         if let Some((detector, classes)) = &self.vehicles {
             let (w, h) = image.dimensions();
             for d in detector.detect_rgb(image.as_raw(), w, h, VEHICLE_SCORE)? {
@@ -40,8 +43,15 @@ impl StillReader<'_> {
                     ((x2 + mx) as u32).min(w),
                     ((y2 + my) as u32).min(h),
                 ];
-                plates.extend(self.reader.read(image, Some(region), self.formats)?);
+                plates.extend(self.reader.read(image, Some(region), Search::Vehicle, self.formats)?);
             }
+        }
+        let sure = |p: &PlateRead| {
+            let digits = p.text.text.chars().filter(char::is_ascii_digit).count();
+            p.text.confidence >= self.min_confidence && digits > 0 && digits < p.text.text.len()
+        };
+        if !plates.iter().any(sure) {
+            plates.extend(self.reader.read(image, None, Search::Scene, self.formats)?);
         }
         plates.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
         let mut kept: Vec<PlateRead> = Vec::new();

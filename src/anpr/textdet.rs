@@ -29,6 +29,24 @@ impl Quad {
         [min(xs), min(ys), max(xs), max(ys)]
     }
 
+    /// Grown outwards along its own axes: by `along` × its height at each end of the text, and
+    /// by `across` × its height above and below.
+    pub fn grow(&self, along: f32, across: f32) -> Quad {
+        let (w, h) = self.size();
+        let line = w.min(h);
+        let [tl, tr, br, bl] = self.0;
+        let unit = |a: (f32, f32), b: (f32, f32)| {
+            let n = ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt().max(1e-3);
+            ((b.0 - a.0) / n, (b.1 - a.1) / n)
+        };
+        let (ux, uy) = (unit(tl, tr), unit(tl, bl));
+        let (dx, dy) = (along * line, across * line);
+        let mv = |p: (f32, f32), sx: f32, sy: f32| {
+            (p.0 + dx * sx * ux.0 + dy * sy * uy.0, p.1 + dx * sx * ux.1 + dy * sy * uy.1)
+        };
+        Quad([mv(tl, -1.0, -1.0), mv(tr, 1.0, -1.0), mv(br, 1.0, 1.0), mv(bl, -1.0, 1.0)])
+    }
+
     /// Shift and scale into another coordinate frame.
     pub fn map(&self, scale: (f32, f32), offset: (f32, f32)) -> Quad {
         Quad(self.0.map(|(x, y)| (x * scale.0 + offset.0, y * scale.1 + offset.1)))

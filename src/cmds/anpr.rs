@@ -72,7 +72,8 @@ impl Models {
             let classes = vigil::config::AnprConfig::default().labels.iter().filter_map(|l| d.class_of(l)).collect();
             (d, classes)
         });
-        let still = StillReader { reader: &self.reader, vehicles, formats: &self.formats };
+        let still =
+            StillReader { reader: &self.reader, vehicles, formats: &self.formats, min_confidence: self.min_confidence };
         Ok(still.read(&image)?)
     }
 }
