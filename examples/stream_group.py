@@ -54,7 +54,7 @@ def main():
         for entry_id, fields in entries.items():
             if not fields:
                 continue
-            handle(json.loads(fields["event"]))
+            handle(json.loads(fields["data"]))
             r.xack(args.stream, args.group, entry_id)
             handled += 1
             if args.count and handled >= args.count:

@@ -48,7 +48,11 @@ async fn publish_backlog(dir: &std::path::Path, toml: &str, store: &Store) {
 
 fn event_id(fields: &std::collections::HashMap<String, redis::Value>) -> i64 {
     let id: String = redis::from_redis_value(fields["id"].clone()).unwrap();
-    let json: String = redis::from_redis_value(fields["event"].clone()).unwrap();
+    // The contract's field (DESIGN.md: the seed's consumer reads data[b'data']), and the same
+    // JSON under the name earlier versions used.
+    let json: String = redis::from_redis_value(fields["data"].clone()).unwrap();
+    let old: String = redis::from_redis_value(fields["event"].clone()).unwrap();
+    assert_eq!(json, old);
     let ev: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(ev["id"].as_i64().unwrap().to_string(), id, "the id field matches the event");
     id.parse().unwrap()
@@ -79,7 +83,9 @@ async fn a_consumer_group_reads_every_event_once_and_claims_a_dead_consumers_sha
     let cli_entries: Vec<&str> =
         cli.lines().filter(|l| l.contains("-") && l.chars().next().unwrap().is_ascii_digit()).collect();
     assert_eq!(cli_entries.len(), 5, "{cli}");
-    assert_eq!(cli.matches("\"event_type\"").count(), 5, "{cli}");
+    // Each entry's JSON twice: under `data` and under the older `event`.
+    assert_eq!(cli.matches("\"event_type\"").count(), 10, "{cli}");
+    assert_eq!(cli.lines().filter(|l| l.trim() == "data").count(), 5, "{cli}");
     let mut ack = vec!["XACK", STREAM, GROUP];
     ack.extend(&cli_entries);
     assert_eq!(redis_cli(redis.port, &ack).trim(), "5");

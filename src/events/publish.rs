@@ -170,6 +170,8 @@ impl Publisher {
                     .arg("*")
                     .arg("id")
                     .arg(ev.id)
+                    .arg("data")
+                    .arg(&json)
                     .arg("event")
                     .arg(&json)
                     .ignore();
