@@ -41,7 +41,7 @@ const REREAD_LINES: usize = 2;
 /// What an image (or region) handed to [`PlateReader::read`] shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Search {
-    /// A vehicle's box: the plate sits on its lower part, at a size the box predicts.
+    /// A vehicle's box: the plate's size is about known from the box's.
     Vehicle,
     /// A whole scene: plates anywhere, at any size.
     Scene,
@@ -390,6 +390,26 @@ mod tests {
         // The characters are untouched.
         assert_eq!(*masked.get_pixel(35, 20), Rgb([20, 20, 20]));
         assert_eq!(*masked.get_pixel(85, 20), Rgb([20, 20, 20]));
+    }
+
+    fn text(t: &str, probs: &[f32]) -> PlateText {
+        let confidence = probs.iter().copied().fold(1.0, f32::min);
+        PlateText { text: t.into(), probs: probs.to_vec(), raw: t.into(), confidence, likeness: 0.5, formatted: false }
+    }
+
+    #[test]
+    fn a_shaved_read_votes_for_the_whole_line() {
+        // As found, the box cut the last character; both grown boxes kept it, surely.
+        let reads = vec![text("DH7X31", &[0.9; 6]), text("DH7X317", &[0.9; 7]), text("DH7X317", &[0.7; 7])];
+        let pooled = pool(reads).unwrap();
+        assert_eq!(pooled.text, "DH7X317");
+        assert!((pooled.confidence - 0.9).abs() < 1e-6, "each character as sure as its surest read");
+        // An unsure extra character at the end (a bolt, a frame's edge) gets no vote from the shorter reads.
+        let mut bolt = vec![0.95; 6];
+        bolt.push(0.4);
+        let reads = vec![text("DH7X31", &[0.9; 6]), text("DH7X31", &[0.9; 6]), text("DH7X31I", &bolt)];
+        assert_eq!(pool(reads).unwrap().text, "DH7X31");
+        assert!(pool(Vec::new()).is_none());
     }
 
     #[test]
