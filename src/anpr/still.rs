@@ -46,11 +46,8 @@ impl StillReader<'_> {
                 plates.extend(self.reader.read(image, Some(region), Search::Vehicle, self.formats)?);
             }
         }
-        let sure = |p: &PlateRead| {
-            let digits = p.text.text.chars().filter(char::is_ascii_digit).count();
-            p.text.confidence >= self.min_confidence && digits > 0 && digits < p.text.text.len()
-        };
-        if !plates.iter().any(sure) {
+        // judge() already keeps only plate-like text, so a sure read is a sure plate.
+        if !plates.iter().any(|p| p.text.confidence >= self.min_confidence) {
             plates.extend(self.reader.read(image, None, Search::Scene, self.formats)?);
         }
         plates.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
