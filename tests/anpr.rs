@@ -65,8 +65,8 @@ fn bench(args: &[&str], set: &str) -> Value {
 }
 
 /// The accuracy report on the development sets, held to floors a few points under what it
-/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 92.6 %, BR under `br`
-/// 98.2 %, US with no format 69.5 %; 0.04–0.08 reads per image elsewhere than the annotated
+/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 94.4 %, BR under `br`
+/// 97.4 %, US with no format 80.0 %; 0.04–0.11 reads per image elsewhere than the annotated
 /// plate, some of them other vehicles' real plates), so a regression fails here. The EU ground
 /// truth spells seven plates' digit 0 as the letter O.
 #[test]
@@ -76,7 +76,7 @@ fn the_accuracy_report_holds_its_floors() {
     let us = bench(&[], "openalpr-us-dev");
     let num = |row: &Value, key: &str| row[key].as_f64().unwrap_or_else(|| panic!("no {key}: {row}"));
     assert_eq!((num(&eu, "images"), num(&br, "images"), num(&us, "images")), (108.0, 114.0, 105.0));
-    for (row, folded, wrong) in [(&eu, 90.0, 5.0), (&br, 95.0, 3.0), (&us, 66.0, 17.0)] {
+    for (row, folded, wrong) in [(&eu, 92.0, 4.0), (&br, 95.0, 3.0), (&us, 77.0, 14.0)] {
         assert!(num(row, "folded_pct") >= folded, "{row}");
         assert!(num(row, "exact_pct") <= num(row, "folded_pct") && num(row, "top1_pct") <= num(row, "folded_pct"));
         assert!(num(row, "wrong_pct") <= wrong, "{row}");

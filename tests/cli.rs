@@ -116,8 +116,7 @@ fn a_library_that_is_not_onnx_runtime_is_one_clear_error() {
 fn the_wrong_model_file_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     // A real ONNX model, but the plate recogniser, where the detector should be.
-    let (ok, stderr) =
-        run_with_detector(&std::fs::read(models().join("ch_PP-OCRv4_rec_infer.onnx")).unwrap(), dir.path());
+    let (ok, stderr) = run_with_detector(&std::fs::read(models().join("PP-OCRv6_rec_small.onnx")).unwrap(), dir.path());
     assert!(!ok);
     assert!(stderr.contains("not a YOLOX model for this manifest"), "{stderr}");
 }

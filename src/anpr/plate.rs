@@ -287,14 +287,21 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     Some(PlateText { text, probs, raw, confidence, likeness, formatted })
 }
 
-/// Whether a line is a clock or a date, as cameras and dashcams burn into their pictures: a colon
-/// (no plate font has one), or digits in three groups split by `-`, `/` or `.`
-/// (2014-05-08, 08/05/14).
+/// Whether a line is a clock or a date, as cameras and dashcams burn into their pictures: a time
+/// (one or two digits, a colon, two digits: 08:05, 12:34:56), or digits in three groups split by
+/// `-`, `/` or `.` (2014-05-08, 08/05/14). A colon alone is not enough: German plates carry their
+/// inspection seals between the district and the letters, which recognisers read as a colon.
 fn is_clock_or_date(raw: &str) -> bool {
-    let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.contains(':') {
+    let parts: Vec<&str> = raw.split([':', '\u{ff1a}']).collect();
+    let time = parts.windows(2).any(|w| {
+        let before = w[0].trim_end().chars().rev().take_while(char::is_ascii_digit).count();
+        let after = w[1].trim_start().chars().take_while(char::is_ascii_digit).count();
+        (1..=2).contains(&before) && after == 2
+    });
+    if time {
         return true;
     }
+    let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let groups: Vec<&str> = compact.split(['-', '/', '.']).collect();
     groups.len() == 3 && groups.iter().all(|g| (1..=4).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit()))
 }
@@ -420,6 +427,17 @@ mod tests {
         let digits = Formats::parse(&["[0-9]{7}".into()]).unwrap();
         assert_eq!(judge(&chars("1365847", &[0.9; 7]), 4.0, &digits).unwrap().text, "1365847");
         assert!(judge(&chars("AB", &[0.9; 2]), 3.0, &f).is_none());
+    }
+
+    #[test]
+    fn clocks_and_dates_are_not_plates_but_seals_read_as_a_colon_are() {
+        for clock in ["12:34:56", "2014-05-08 08:05", "08/05/14", "2014.05.08", "9:30"] {
+            assert!(is_clock_or_date(clock), "{clock}");
+        }
+        // German plates: district, seals (read as a colon), letters, digits.
+        for plate in ["BSE:55-79", "M:AB 123", "3B2:9485", "RK-755AJ"] {
+            assert!(!is_clock_or_date(plate), "{plate}");
+        }
     }
 
     #[test]
