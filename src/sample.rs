@@ -29,6 +29,8 @@ pub enum SampleError {
     Read { path: PathBuf, reason: String },
     #[error("RTSP server: {0}")]
     Server(String),
+    #[error("encoding the plate video: {0}")]
+    Encode(String),
 }
 
 /// The encoded stream, held in memory.
@@ -193,4 +195,80 @@ fn read_clip(video: &Path) -> Result<Clip, SampleError> {
         return Err(err("no timed H.264 frames".into()));
     }
     Ok(Clip { caps, units, period: end })
+}
+
+/// [`plate_video`]'s frame rate.
+pub const PLATE_FPS: u64 = 10;
+/// Frames each image of a [`plate_video`] is shown.
+pub const PLATE_HOLD: u64 = 15;
+/// Black frames after each image, so one vehicle's track ends before the next appears.
+pub const PLATE_GAP: u64 = 15;
+/// Each image drives in from the right over its first `ARRIVAL` frames, `SLIDE` pixels a frame,
+/// then stands: a car arriving and stopping, as motion-gated detection sees one.
+const ARRIVAL: u64 = 8;
+const SLIDE: u64 = 30;
+const PLATE_WIDTH: u32 = 1280;
+const PLATE_HEIGHT: u32 = 720;
+
+/// Make a camera's view of plate photos: each image, fitted into 1280×720, drives in and stands
+/// for [`PLATE_HOLD`] frames, then [`PLATE_GAP`] black frames follow; H.264 in MP4 at
+/// [`PLATE_FPS`], written to `out`. Returns the clip's length.
+pub fn plate_video(images: &[PathBuf], out: &Path) -> Result<std::time::Duration, SampleError> {
+    let encode = |e: &dyn std::fmt::Display| SampleError::Encode(e.to_string());
+    ingest::init().map_err(|e| encode(&e))?;
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={PLATE_WIDTH},height={PLATE_HEIGHT},framerate={PLATE_FPS}/1 \
+         ! videoconvert ! x264enc pass=quant quantizer=20 speed-preset=veryfast key-int-max={PLATE_FPS} \
+         ! video/x-h264,profile=high ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        out.display()
+    ))
+    .map_err(|e| encode(&e))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| encode(&"not a pipeline"))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| encode(&"no appsrc"))?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| encode(&e))?;
+    let black = image::RgbImage::new(PLATE_WIDTH, PLATE_HEIGHT);
+    let frame_ms = 1000 / PLATE_FPS;
+    let mut n = 0u64;
+    let pushed = (|| {
+        for path in images {
+            let img = image::open(path)
+                .map_err(|e| SampleError::Read { path: path.clone(), reason: e.to_string() })?
+                .to_rgb8();
+            let scale = (PLATE_WIDTH as f32 / img.width() as f32).min(PLATE_HEIGHT as f32 / img.height() as f32);
+            let (w, h) = ((img.width() as f32 * scale) as u32, (img.height() as f32 * scale) as u32);
+            let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+            let (x, y) = (i64::from((PLATE_WIDTH - w) / 2), i64::from((PLATE_HEIGHT - h) / 2));
+            let shown = (0..PLATE_HOLD).map(|i| {
+                let mut canvas = black.clone();
+                image::imageops::overlay(&mut canvas, &resized, x + (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64, y);
+                canvas
+            });
+            for frame in shown.chain(std::iter::repeat_n(black.clone(), PLATE_GAP as usize)) {
+                let mut buffer = gst::Buffer::from_slice(frame.into_raw());
+                if let Some(b) = buffer.get_mut() {
+                    b.set_pts(gst::ClockTime::from_mseconds(n * frame_ms));
+                    b.set_duration(gst::ClockTime::from_mseconds(frame_ms));
+                }
+                src.push_buffer(buffer).map_err(|e| encode(&e))?;
+                n += 1;
+            }
+        }
+        src.end_of_stream().map_err(|e| encode(&e))
+    })();
+    let done = pushed.and_then(|_| {
+        let bus = pipeline.bus().ok_or_else(|| encode(&"no bus"))?;
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(300), &[gst::MessageType::Eos, gst::MessageType::Error]);
+        let Some(msg) = msg else { return Err(encode(&"timed out")) };
+        match msg.view() {
+            gst::MessageView::Error(e) => Err(encode(&e.error())),
+            _ => Ok(()),
+        }
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    done.map(|_| std::time::Duration::from_millis(n * frame_ms))
 }

@@ -206,58 +206,6 @@ fn the_cli_prints_one_json_line_per_image() {
     assert!(err.contains("no-such-image.jpg"), "{err}");
 }
 
-/// Images shown `HOLD` frames each, with `GAP` black frames between (so one vehicle's track ends
-/// before the next appears), 1280×720 at 10 fps, H.264 in MP4. Each image drives in from the
-/// right over its first `ARRIVAL` frames, `SLIDE` pixels a frame, then stands: a car arriving
-/// and stopping, as motion-gated detection sees one.
-const HOLD: usize = 15;
-const GAP: usize = 15;
-const ARRIVAL: usize = 8;
-const SLIDE: usize = 30;
-
-fn plate_video(images: &[PathBuf], out: &Path) {
-    vigil::ingest::init().unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=RGB,width=1280,height=720,framerate=10/1 \
-         ! videoconvert ! x264enc pass=quant quantizer=20 speed-preset=veryfast key-int-max=10 \
-         ! video/x-h264,profile=high ! h264parse ! mp4mux ! filesink location={}",
-        out.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline.by_name("src").unwrap().downcast::<gstreamer_app::AppSrc>().unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let black = image::RgbImage::new(1280, 720);
-    let mut n = 0u64;
-    for path in images {
-        let img = image::open(path).unwrap().to_rgb8();
-        let scale = (1280.0 / img.width() as f32).min(720.0 / img.height() as f32);
-        let (w, h) = ((img.width() as f32 * scale) as u32, (img.height() as f32 * scale) as u32);
-        let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
-        let (x, y) = (((1280 - w) / 2) as i64, ((720 - h) / 2) as i64);
-        let frames = (0..HOLD).map(|i| {
-            let mut canvas = black.clone();
-            image::imageops::overlay(&mut canvas, &resized, x + (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64, y);
-            canvas
-        });
-        for frame in frames.chain(std::iter::repeat_n(black.clone(), GAP)) {
-            let mut buffer = gst::Buffer::from_slice(frame.as_raw().clone());
-            let b = buffer.get_mut().unwrap();
-            b.set_pts(gst::ClockTime::from_mseconds(n * 100));
-            b.set_duration(gst::ClockTime::from_mseconds(100));
-            src.push_buffer(buffer).unwrap();
-            n += 1;
-        }
-    }
-    src.end_of_stream().unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg =
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]);
-    assert!(matches!(msg.map(|m| m.type_()), Some(gst::MessageType::Eos)), "encoding failed");
-    pipeline.set_state(gst::State::Null).unwrap();
-}
-
 /// What one run of the plate video through a camera gave.
 struct PlateRun {
     dir: tempfile::TempDir,
@@ -267,17 +215,19 @@ struct PlateRun {
     on_redis: std::collections::HashSet<i64>,
 }
 
-/// 20 different EU plate images, one every fourth plate, played once over RTSP to a camera with
-/// the given `[cameras.anpr]` settings.
+/// 20 different BR plate images, spread over the set, played once over RTSP to a camera with the
+/// given `[cameras.anpr]` settings (`vigil::sample::plate_video`: each drives in and stands for
+/// 1.5 s, then 1.5 s of black). BR, so the stream is checked on a set the still-image rules were
+/// not made on.
 async fn plate_run(anpr: &str) -> PlateRun {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = std::collections::HashSet::new();
     let picked: Vec<(PathBuf, String)> =
-        truth("openalpr-eu").into_iter().filter(|(_, p)| seen.insert(p.clone())).step_by(4).take(20).collect();
+        truth("openalpr-br").into_iter().filter(|(_, p)| seen.insert(p.clone())).step_by(5).take(20).collect();
     assert_eq!(picked.len(), 20);
     let video = dir.path().join("plates.mp4");
     let images: Vec<PathBuf> = picked.iter().map(|(p, _)| p.clone()).collect();
-    plate_video(&images, &video);
+    let length = vigil::sample::plate_video(&images, &video).unwrap();
 
     let redis = Redis::start();
     let server = SampleServer::once(&video, "plates", 0).unwrap();
@@ -292,7 +242,6 @@ async fn plate_run(anpr: &str) -> PlateRun {
     let vigil = Vigil::start(dir.path(), &config);
     vigil.wait_log("streaming", Duration::from_secs(30)).await;
     // The clip plays once in real time; then give the last reads time to land.
-    let length = Duration::from_millis((picked.len() * (HOLD + GAP) * 100) as u64);
     tokio::time::sleep(length + Duration::from_secs(5)).await;
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0));
@@ -319,9 +268,10 @@ async fn plate_run(anpr: &str) -> PlateRun {
 }
 
 impl PlateRun {
-    /// Events per plate read, and how many of the images' plates are among them (the ground
-    /// truth spells some plates' digit 0 as the letter O, see the accuracy report).
-    fn tally(&self) -> (HashMap<String, usize>, usize) {
+    /// Events per plate read, how many of the images' plates are among them (the ground truth
+    /// spells some plates' digit 0 as the letter O, see the accuracy report), and how many events
+    /// carry a plate no image shows.
+    fn tally(&self) -> (HashMap<String, usize>, usize, usize) {
         let mut per_plate: HashMap<String, usize> = HashMap::new();
         for e in &self.anpr {
             *per_plate.entry(e.event_data["plate"].as_str().unwrap().to_string()).or_default() += 1;
@@ -329,9 +279,10 @@ impl PlateRun {
         let glyphs = |t: &str| t.replace('O', "0");
         let read: std::collections::HashSet<String> = per_plate.keys().map(|p| glyphs(p)).collect();
         let right = self.picked.iter().filter(|(_, p)| read.contains(&glyphs(p))).count();
-        let wanted: Vec<&str> = self.picked.iter().map(|(_, p)| p.as_str()).collect();
-        println!("{} anpr events, {right} of the 20 plates right: {per_plate:?}; wanted {wanted:?}", self.anpr.len());
-        (per_plate, right)
+        let wanted: std::collections::HashSet<String> = self.picked.iter().map(|(_, p)| glyphs(p)).collect();
+        let wrong = per_plate.iter().filter(|(p, _)| !wanted.contains(&glyphs(p))).map(|(_, n)| n).sum();
+        println!("{} anpr events, {right} of the 20 plates right, {wrong} wrong: {per_plate:?}", self.anpr.len());
+        (per_plate, right, wrong)
     }
 
     /// Every saved anpr event went out on the channel (revisions again under the same id).
@@ -343,31 +294,33 @@ impl PlateRun {
 }
 
 /// A dedicated ANPR camera: each plate is at most one `anpr` event (revisions keep its id), most
-/// with the right plate, published on Redis with a plate crop. The run measured 19 of 20 when
-/// written. One image carries a photographer's mark (`©SW722`), which a dedicated camera, reading
-/// the whole frame, reports as `OSW722`: the one text elsewhere allowed here.
+/// with the right plate, published on Redis with a plate crop. The run measured 19 of 20 right
+/// and 1 wrong (OEL1145 read as DEL1145) when written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plates_from_an_rtsp_camera_become_one_anpr_event_each() {
-    let run = plate_run("mode = \"dedicated\"\nformats = [\"eu\"]\nmax_reads = 3").await;
-    let (per_plate, right) = run.tally();
+    let run = plate_run("mode = \"dedicated\"\nformats = [\"br\"]").await;
+    let (per_plate, right, wrong) = run.tally();
     assert!(run.anpr.len() <= run.picked.len() + 1, "more events than plates: {per_plate:?}");
     assert!(run.picked.iter().all(|(_, p)| per_plate.get(p).copied().unwrap_or(0) <= 1), "{per_plate:?}");
-    assert!(right >= 16, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    assert!(right >= 17, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    assert!(wrong <= 2, "{wrong} wrong plates: {per_plate:?}");
     run.assert_published();
 }
 
 /// The default mode: plates are read inside vehicle tracks, one event per vehicle, and a plate on
-/// the known list (one edit away here) carries its name. The run read 17 of 20 right when written.
+/// the known list (one edit away here) carries its name. The run read 19 of 20 right, with 2
+/// wrong (DEL1145 for OEL1145, and ACT5), when written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plates_on_vehicle_tracks_are_read_and_known_plates_named() {
     let run = plate_run(
-        "formats = [\"eu\"]\nmax_reads = 3\n\
-         [[cameras.anpr.known]]\nplate = \"RK755AT\"\nname = \"resident\"",
+        "formats = [\"br\"]\n\
+         [[cameras.anpr.known]]\nplate = \"JQS5688\"\nname = \"resident\"",
     )
     .await;
-    let (per_plate, right) = run.tally();
+    let (per_plate, right, wrong) = run.tally();
     assert!(run.picked.iter().all(|(_, p)| per_plate.get(p).copied().unwrap_or(0) <= 1), "{per_plate:?}");
-    assert!(right >= 15, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    assert!(right >= 17, "only {right} of 20 plates read right: {per_plate:?}\n{}", vigil_log(&run.dir));
+    assert!(wrong <= 3, "{wrong} wrong plates: {per_plate:?}");
     for e in &run.anpr {
         let d = &e.event_data;
         let [x1, y1, x2, y2] = [0, 1, 2, 3].map(|i| d["plate_box"][i].as_f64().unwrap());
@@ -375,10 +328,10 @@ async fn plates_on_vehicle_tracks_are_read_and_known_plates_named() {
         // Plates are searched inside the vehicle box, with a small margin.
         let (mx, my) = ((vx2 - vx1) * 0.1, (vy2 - vy1) * 0.1);
         assert!(x1 >= vx1 - mx && y1 >= vy1 - my && x2 <= vx2 + mx && y2 <= vy2 + my, "{d}");
-        let known = d["plate"] == "RK755AJ";
+        let known = d["plate"] == "JQS5683";
         assert_eq!(d["known"]["name"].as_str() == Some("resident"), known, "{d}");
     }
-    assert!(per_plate.contains_key("RK755AJ"), "the known plate was not read: {per_plate:?}");
+    assert!(per_plate.contains_key("JQS5683"), "the known plate was not read: {per_plate:?}");
     run.assert_published();
 }
 
@@ -388,4 +341,28 @@ fn vigil_log(dir: &tempfile::TempDir) -> String {
 
 async fn futures_next<S: tokio_stream::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     tokio_stream::StreamExt::next(s).await
+}
+
+/// `vigil bench anpr --stream`: the images played to a live camera over RTSP, its events scored
+/// next to the still-image rate of the same images. Six BR plates, dedicated mode.
+#[test]
+fn the_stream_report_scores_a_live_camera_against_stills() {
+    let redis = Redis::start();
+    let dir = plates("openalpr-br");
+    let url = redis.url();
+    let args =
+        ["bench", "anpr", "--stream", "--dedicated", "--images", "6", "--json", "--format", "br", "--redis", &url];
+    let mut all: Vec<&str> = args.to_vec();
+    let path = dir.display().to_string();
+    all.push(&path);
+    let (ok, out, err) = vigil(&all);
+    assert!(ok, "{err}");
+    let row: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    println!("{row}");
+    let num = |key: &str| row[key].as_f64().unwrap_or_else(|| panic!("no {key}: {row}"));
+    assert_eq!((row["mode"].as_str(), num("images")), (Some("dedicated"), 6.0));
+    assert!(num("still_pct") >= 80.0 && num("stream_pct") >= 80.0, "{row}");
+    let read = (num("stream_pct") * 6.0 / 100.0).round();
+    assert!(num("events") >= read && num("plate_reads") >= num("events"), "{row}");
+    assert!(num("wrong") <= 1.0, "{row}");
 }

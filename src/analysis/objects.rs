@@ -117,13 +117,16 @@ impl ObjectStage {
             _ => t + self.interval,
         });
         if let Some(plates) = self.plates.as_mut().filter(|p| p.dedicated()) {
-            events.extend(plates.scan(frame, !motion.is_empty(), t));
+            events.extend(plates.scan(frame, !motion.is_empty(), false, t));
         }
         if motion.is_empty() && !self.tracker.has_moving() {
             // Nothing can have changed; only let stationary tracks age.
             let classes = &self.classes;
             let changes = self.tracker.update(&[], |c| threshold(classes, c), t);
             events.extend(self.events(changes, frame, t));
+            if let Some(plates) = self.plates.as_mut().filter(|p| !p.dedicated()) {
+                events.extend(plates.scan(frame, false, false, t));
+            }
             return events;
         }
         let crop = self.crop(frame, motion, t);
@@ -153,6 +156,14 @@ impl ObjectStage {
         events.extend(self.refresh(frame, t));
         if let Some(plates) = &mut self.plates {
             events.extend(plates.submit(frame, t));
+            if !plates.dedicated() {
+                let arriving = self
+                    .tracker
+                    .tracks()
+                    .iter()
+                    .any(|tr| !tr.confirmed && tr.last_seen == t && plates.is_vehicle(tr.class));
+                events.extend(plates.scan(frame, !motion.is_empty(), arriving, t));
+            }
         }
         events
     }

@@ -39,6 +39,22 @@ const MARGIN: f32 = 0.05;
 const EDGE: f32 = 2.0;
 /// Seconds between whole-frame reads of a dedicated camera with nothing moving or in view.
 const IDLE_SCAN: f64 = 1.0;
+/// Seconds between whole-frame reads of a vehicle-mode camera while something moves and no
+/// vehicle in view has given a plate: a vehicle too close, or too odd, for the detector to box.
+const SCENE_GAP: f64 = 0.4;
+/// A track is read again (up to `max_reads`) until its vote's weakest character is this sure,
+/// with at least `SURE_READS` reads behind it: one sure read can still have lost a character to a
+/// tight box or a frame's edge.
+const SURE: f32 = 0.9;
+const SURE_READS: usize = 2;
+/// Plate track ids start this far above the vehicle tracks' (both count up from the time in ms),
+/// so the two never collide, and stay below 2^53 (exact in JSON numbers).
+const PLATE_IDS: u64 = 10_000_000_000_000;
+/// A vehicle with no plate out after this many reads that found none leaves the frame to be read
+/// whole (its box may be a trailer, or a cab whose plate is outside it).
+const UNREADABLE: u32 = 2;
+/// A read further than this (in edits) from a track's published plate is another vehicle's.
+const OTHER_PLATE: usize = 2;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
 const BETTER: f32 = 0.02;
 /// A new track that reads a plate published this recently (one edit apart) is the same vehicle,
@@ -49,7 +65,11 @@ const REPEAT_SECS: f64 = 30.0;
 #[derive(Default)]
 struct PlateTrack {
     consensus: Consensus,
+    /// Reads that found a plate.
     attempts: u32,
+    /// Reads that found none (the plate was cut off, turned away, or blurred); a budget of their
+    /// own, so a car read as it arrives still gets its reads once it is in full view.
+    empty: u32,
     last_read: f64,
     read_area: f32,
     /// The most confident read so far: its frame is the snapshot.
@@ -105,9 +125,16 @@ pub struct PlateStage {
     /// Class ids of the vehicles whose tracks are read.
     vehicles: Vec<usize>,
     tracks: HashMap<u64, PlateTrack>,
-    /// Dedicated mode: plates tracked as objects of their own.
-    plate_tracker: Option<Tracker>,
+    dedicated: bool,
+    /// Plates found by reading the whole frame, tracked as objects of their own: every plate on
+    /// a dedicated camera, and on a vehicle-mode camera those no vehicle track gave.
+    plate_tracker: Tracker,
     last_scan: f64,
+    /// The vehicles in view on the last frame they were seen: `(t, vehicles, unreadable)`, where
+    /// unreadable ones have no plate out after [`UNREADABLE`] reads that found none.
+    view: (f64, u32, u32),
+    /// The next id for an event of a track that turned out to carry a second vehicle.
+    next_event: u64,
     recent: Vec<Recent>,
     due: Vec<Due>,
     in_flight: Option<InFlight>,
@@ -123,12 +150,11 @@ impl PlateStage {
     ) -> Result<Self, String> {
         let cfg = &camera.anpr;
         let formats = Formats::parse(&cfg.formats)?;
-        let plate_tracker = (cfg.mode == AnprMode::Dedicated).then(|| {
-            // Plates pass through the view: one read starts a track, and a plate never counts as
-            // parked (which would let it outlive a gap and take over the next car's plate).
-            let tracker = TrackerConfig { min_hits: 1, stationary_motion: -1.0, ..camera.tracker.clone() };
-            Tracker::new(&tracker, chrono::Utc::now().timestamp_millis().max(1) as u64)
-        });
+        // Plates pass through the view: one read starts a track, and a plate never counts as
+        // parked (which would let it outlive a gap and take over the next car's plate).
+        let tracker = TrackerConfig { min_hits: 1, stationary_motion: -1.0, ..camera.tracker.clone() };
+        let now = chrono::Utc::now().timestamp_millis().max(1) as u64;
+        let plate_tracker = Tracker::new(&tracker, now + PLATE_IDS);
         Ok(Self {
             cfg: cfg.clone(),
             camera: camera.id.clone(),
@@ -138,33 +164,47 @@ impl PlateStage {
             metrics,
             vehicles,
             tracks: HashMap::new(),
+            dedicated: cfg.mode == AnprMode::Dedicated,
             plate_tracker,
             last_scan: f64::NEG_INFINITY,
+            view: (f64::NEG_INFINITY, 0, 0),
+            next_event: now + 2 * PLATE_IDS,
             recent: Vec::new(),
             due: Vec::new(),
             in_flight: None,
         })
     }
 
+    /// Whether detections of `class` are vehicles whose plates are read.
+    pub fn is_vehicle(&self, class: usize) -> bool {
+        self.vehicles.contains(&class)
+    }
+
     /// Whether plates are looked for in the whole frame rather than in vehicle tracks.
     pub fn dedicated(&self) -> bool {
-        self.plate_tracker.is_some()
+        self.dedicated
     }
 
     /// A vehicle track was seen at `bbox` on this frame: mark it for reading if it is due (the
     /// read goes out with [`submit`](Self::submit)).
     pub fn vehicle(&mut self, track_id: u64, class: usize, bbox: [f32; 4], frame: &Frame, t: f64) {
-        if self.dedicated() || !self.vehicles.contains(&class) {
+        if self.dedicated() || !self.is_vehicle(class) {
             return;
         }
         let area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
         self.touch(track_id, t);
         let pt = self.tracks.entry(track_id).or_default();
-        // Until a plate is out, every gap is a new chance (a parked car never comes closer); after
-        // that, only a closer view can improve the read.
+        if self.view.0 != t {
+            self.view = (t, 0, 0);
+        }
+        self.view.1 += 1;
+        self.view.2 += u32::from(pt.published.is_none() && pt.empty >= UNREADABLE);
+        // Until the vote is sure, every gap is a new chance (a parked car never comes closer);
+        // after that, only a closer view can improve the read.
         let gap = t - pt.last_read >= READ_GAP;
-        let due = pt.attempts == 0 || (gap && (pt.published.is_none() || area >= pt.read_area * CLOSER));
-        if pt.attempts >= self.cfg.max_reads || !due {
+        let unsure = pt.published.as_ref().is_none_or(|p| p.confidence < SURE || p.reads < SURE_READS);
+        let due = pt.attempts + pt.empty == 0 || (gap && (unsure || area >= pt.read_area * CLOSER));
+        if pt.attempts >= self.cfg.max_reads || pt.empty >= self.cfg.max_reads || !due {
             return;
         }
         let (mx, my) = ((bbox[2] - bbox[0]) * MARGIN, (bbox[3] - bbox[1]) * MARGIN);
@@ -192,7 +232,6 @@ impl PlateStage {
         {
             for d in sent {
                 let pt = self.tracks.entry(d.track_id).or_default();
-                pt.attempts += 1;
                 pt.last_read = t;
                 pt.read_area = (d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]);
             }
@@ -203,16 +242,30 @@ impl PlateStage {
         events
     }
 
-    /// Dedicated mode, on a detection-scheduled frame: send the whole frame to be read, unless a
-    /// read is still out; returns the events of a read that came back (a file source's, at once).
-    pub fn scan(&mut self, frame: &Frame, moving: bool, t: f64) -> Vec<NewEvent> {
-        let Some(tracker) = &self.plate_tracker else { return Vec::new() };
-        // Without motion or plates in view, look only once a second: motion can miss a car that
-        // stopped in the lane, or one that arrived between the frames analysis kept.
-        if !moving && tracker.tracks().is_empty() && t - self.last_scan < IDLE_SCAN {
-            return Vec::new();
-        }
+    /// On a detection-scheduled frame, after the vehicle reads went out: send the whole frame to
+    /// be read when it is due and no read is out; returns the events of a read that came back (a
+    /// file source's, at once).
+    ///
+    /// A dedicated camera reads every such frame, and once a second with nothing moving or in view
+    /// (motion can miss a car that stopped in the lane, or one that arrived between the frames
+    /// analysis kept). A vehicle-mode camera reads the frame, every [`SCENE_GAP`], only while
+    /// something moves or a plate found this way is in view, no vehicle is `arriving`, and no
+    /// vehicle in view is readable (has a plate out, or has not yet failed [`UNREADABLE`] reads): this is how close-up
+    /// vehicles that fill the frame, and those the detector misses or mislabels, are still read,
+    /// without reading every sticker and badge on a vehicle that was.
+    /// `arriving`: a vehicle is in view whose track is not yet confirmed (it may yet be read).
+    pub fn scan(&mut self, frame: &Frame, moving: bool, arriving: bool, t: f64) -> Vec<NewEvent> {
+        let plates_in_view = !self.plate_tracker.tracks().is_empty();
+        let due = if self.dedicated {
+            moving || plates_in_view || t - self.last_scan >= IDLE_SCAN
+        } else {
+            let readable = self.view.0 == t && self.view.1 > self.view.2;
+            (moving || plates_in_view) && !readable && !arriving && t - self.last_scan >= SCENE_GAP
+        };
         let mut events = self.collect();
+        if !due {
+            return events;
+        }
         if self.in_flight.is_none()
             && let Some(image) = region_rgb(frame, None)
         {
@@ -291,10 +344,13 @@ impl PlateStage {
                 let mut events = Vec::new();
                 for (d, reads) in due.into_iter().zip(plates) {
                     debug!(track_id = d.track_id, read = ?reads.first().map(|r| (&r.text.text, r.text.confidence)), "plate read");
-                    if let Some(read) = reads.into_iter().next()
-                        && self.tracks.contains_key(&d.track_id)
-                    {
-                        events.extend(self.vote(d.track_id, read, d.bbox, &frame, t));
+                    let Some(pt) = self.tracks.get_mut(&d.track_id) else { continue };
+                    match reads.into_iter().next() {
+                        Some(read) => {
+                            pt.attempts += 1;
+                            events.extend(self.vote(d.track_id, read, d.bbox, &frame, t));
+                        }
+                        None => pt.empty += 1,
                     }
                 }
                 events
@@ -309,7 +365,7 @@ impl PlateStage {
         debug!(reads = ?reads.iter().map(|r| (&r.text.text, r.text.confidence)).collect::<Vec<_>>(), "plates in frame");
         let dets: Vec<Detection> =
             reads.iter().map(|r| Detection { class: 0, score: r.text.confidence, bbox: r.bbox() }).collect();
-        let Some(tracker) = self.plate_tracker.as_mut() else { return Vec::new() };
+        let tracker = &mut self.plate_tracker;
         for change in tracker.update(&dets, |_| READ_FLOOR, t) {
             if let Change::Ended(track) = change {
                 self.tracks.remove(&track.id);
@@ -378,14 +434,23 @@ impl PlateStage {
         t: f64,
     ) -> Option<NewEvent> {
         self.recent.retain(|r| t - r.at <= REPEAT_SECS);
+        let min = self.cfg.min_confidence;
         let pt = self.tracks.entry(track_id).or_default();
+        // A vehicle keeps its plate: a sure read of another plate on a track whose plate is out
+        // means the tracker carried the track over to the next vehicle (one left and another
+        // stopped in its place within the tracker's max_age). That plate is an event of its own.
+        if pt.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text.text) > OTHER_PLATE)
+            && read.text.confidence >= min
+        {
+            *pt = PlateTrack { event_track: Some(self.next_event), ..PlateTrack::default() };
+            self.next_event += 1;
+        }
         pt.consensus.add(read.text.clone());
         if pt.best.as_ref().is_none_or(|(_, b, _)| read.text.confidence > b.text.confidence)
             && let Ok(detached) = frame.detached()
         {
             pt.best = Some((detached, read, vehicle_box));
         }
-        let min = self.cfg.min_confidence;
         let mut voted = pt.consensus.vote().filter(|v| v.confidence >= min)?;
         if pt.event_track.is_none() {
             let repeat = self

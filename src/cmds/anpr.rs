@@ -19,16 +19,16 @@ use vigil::metrics::Metrics;
 pub struct Options {
     /// Search the whole image instead of detected vehicles (an ANPR camera's view).
     #[arg(long)]
-    dedicated: bool,
+    pub(crate) dedicated: bool,
     /// Plate format: a regular expression over A–Z0–9 or a preset (eu or one of its countries, br, us); repeatable.
     #[arg(long = "format")]
-    formats: Vec<String>,
+    pub(crate) formats: Vec<String>,
     /// Plates whose least sure character is below this are not reported.
     #[arg(long, default_value_t = 0.6)]
-    min_confidence: f32,
+    pub(crate) min_confidence: f32,
     /// Models directory.
     #[arg(long, default_value = "models")]
-    models: PathBuf,
+    pub(crate) models: PathBuf,
 }
 
 #[derive(clap::Args)]

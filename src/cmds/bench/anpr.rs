@@ -18,6 +18,16 @@ pub struct AnprArgs {
     /// List every image whose best read is not the truth.
     #[arg(long)]
     misses: bool,
+    /// Play the images to a live camera over RTSP instead (`--dedicated` sets its mode), and
+    /// report its `anpr` events next to the still-image rate of the same images.
+    #[arg(long)]
+    stream: bool,
+    /// Images per folder in a `--stream` run: different plates, spread over the folder.
+    #[arg(long, default_value_t = 30)]
+    images: usize,
+    /// The Redis a `--stream` run's camera publishes to.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
     #[command(flatten)]
     options: crate::cmds::anpr::Options,
     /// Folders of images, each image with a `.txt` ground truth beside it.
@@ -49,12 +59,15 @@ struct Tally {
 }
 
 /// A plate's text with O/0 and I/1 as one glyph each.
-fn folded(text: &str) -> String {
+pub(super) fn folded(text: &str) -> String {
     text.replace('O', "0").replace('I', "1")
 }
 
 pub fn run(args: AnprArgs) -> anyhow::Result<()> {
     let models = crate::cmds::anpr::Models::load(&args.options)?;
+    if args.stream {
+        return stream_report(&args, &models);
+    }
     if !args.json {
         println!(
             "{:<20} {:>6} {:>7} {:>8} {:>7} {:>7} {:>7} {:>10} {:>8} {:>9}",
@@ -133,15 +146,77 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--stream`: per folder, the still-image rate of the picked images, then a camera's run.
+fn stream_report(args: &AnprArgs, models: &crate::cmds::anpr::Models) -> anyhow::Result<()> {
+    let mode = if args.options.dedicated { "dedicated" } else { "vehicle" };
+    if !args.json {
+        println!(
+            "{:<20} {:>9} {:>6} {:>7} {:>8} {:>9} {:>6} {:>7} {:>11} {:>6} {:>8}",
+            "set",
+            "mode",
+            "images",
+            "still%",
+            "stream%",
+            "of still",
+            "wrong",
+            "events",
+            "reads/event",
+            "reads",
+            "skipped"
+        );
+    }
+    for dir in &args.dirs {
+        let picked = super::stream::pick(ground_truth(dir)?, args.images);
+        let mut still = 0;
+        for truth in &picked {
+            let want = folded(&truth.plate);
+            let reads = models.read(&truth.image)?;
+            still += usize::from(
+                reads.iter().any(|p| p.text.confidence >= models.min_confidence && folded(&p.text.text) == want),
+            );
+        }
+        let run = super::stream::run(&picked, &args.options, &args.redis)?;
+        if args.misses {
+            eprintln!("stream misses: {:?}; wrong plates: {:?}", run.missed, run.wrong_plates);
+        }
+        let n = picked.len().max(1) as f64;
+        let (still_pct, stream_pct) = (100.0 * still as f64 / n, 100.0 * run.read as f64 / n);
+        let of_still = if still == 0 { 0.0 } else { 100.0 * run.read as f64 / still as f64 };
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "set": name, "mode": mode, "images": picked.len(), "still_pct": still_pct, "stream_pct": stream_pct,
+                    "stream_of_still_pct": of_still, "wrong": run.wrong, "events": run.events,
+                    "reads_per_event": run.reads_per_event, "plate_reads": run.plate_reads[0],
+                    "skipped": run.plate_reads[1],
+                })
+            );
+        } else {
+            println!(
+                "{name:<20} {mode:>9} {:>6} {still_pct:>7.1} {stream_pct:>8.1} {of_still:>8.0}% {:>6} {:>7} {:>11.1} {:>6} {:>8}",
+                picked.len(),
+                run.wrong,
+                run.events,
+                run.reads_per_event,
+                run.plate_reads[0],
+                run.plate_reads[1]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One annotated image.
-struct Truth {
-    image: PathBuf,
+pub(super) struct Truth {
+    pub(super) image: PathBuf,
     bbox: [f32; 4],
-    plate: String,
+    pub(super) plate: String,
 }
 
 /// Every annotated image in a folder, in name order.
-fn ground_truth(dir: &Path) -> anyhow::Result<Vec<Truth>> {
+pub(super) fn ground_truth(dir: &Path) -> anyhow::Result<Vec<Truth>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
         let path = entry?.path();

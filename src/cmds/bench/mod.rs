@@ -3,6 +3,7 @@
 
 mod anpr;
 mod pipeline;
+mod stream;
 
 #[derive(clap::Args)]
 pub struct Args {
