@@ -35,6 +35,8 @@ const VEHICLE_DET_WIDTH: u32 = 512;
 const SCENE_DET_MAX: u32 = 960;
 /// Text lines read per region, largest first; a vehicle rarely carries more that matter.
 const MAX_LINES: usize = 12;
+/// Lines narrower than this times their height are not read (see [`PlateReader::recognise`]).
+const MIN_LINE_ASPECT: f32 = 1.5;
 /// The most plate-like lines of a region that are read again, grown.
 const REREAD_LINES: usize = 2;
 
@@ -191,6 +193,12 @@ impl PlateReader {
         let mut items = Vec::new();
         let mut kept = Vec::new();
         for &(i, quad) in quads {
+            // A plate is at least four characters, and characters are at most about as wide as
+            // tall, so a line under [`MIN_LINE_ASPECT`] cannot be one: not worth reading.
+            let (w, h) = quad.size();
+            if w < MIN_LINE_ASPECT * h {
+                continue;
+            }
             let Some(line) = textdet::warp(image, &quad) else { continue };
             let line = mask_emblems(trim_bands(&line));
             let (width, tensor) = rec_tensor(&line);

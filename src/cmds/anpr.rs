@@ -49,6 +49,8 @@ pub struct Models {
     detector: Option<Detector>,
     formats: Formats,
     pub min_confidence: f32,
+    /// Model calls and their time, by model.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Models {
@@ -59,22 +61,34 @@ impl Models {
         let runtime = Runtime::load(&inference)?;
         let metrics = Arc::new(Metrics::new());
         let reader = PlateReader::load(&models, &runtime, &inference, metrics.clone())?;
-        let detector =
-            if options.dedicated { None } else { Some(Detector::load(&models, &runtime, &inference, metrics)?) };
+        let detector = if options.dedicated {
+            None
+        } else {
+            Some(Detector::load(&models, &runtime, &inference, metrics.clone())?)
+        };
         let formats = Formats::parse(&options.formats).map_err(anyhow::Error::msg)?;
-        Ok(Self { reader, detector, formats, min_confidence: options.min_confidence })
+        Ok(Self { reader, detector, formats, min_confidence: options.min_confidence, metrics })
     }
 
     /// Plates in one image file, best first, confident or not.
     pub fn read(&self, path: &Path) -> anyhow::Result<Vec<vigil::anpr::PlateRead>> {
-        let image = image::open(path).with_context(|| format!("{}", path.display()))?.to_rgb8();
+        self.read_image(&Self::open(path)?)
+    }
+
+    /// Decode an image file.
+    pub fn open(path: &Path) -> anyhow::Result<image::RgbImage> {
+        Ok(image::open(path).with_context(|| format!("{}", path.display()))?.to_rgb8())
+    }
+
+    /// Plates in a decoded image, best first, confident or not.
+    pub fn read_image(&self, image: &image::RgbImage) -> anyhow::Result<Vec<vigil::anpr::PlateRead>> {
         let vehicles = self.detector.as_ref().map(|d| {
             let classes = vigil::config::AnprConfig::default().labels.iter().filter_map(|l| d.class_of(l)).collect();
             (d, classes)
         });
         let still =
             StillReader { reader: &self.reader, vehicles, formats: &self.formats, min_confidence: self.min_confidence };
-        Ok(still.read(&image)?)
+        Ok(still.read(image)?)
     }
 }
 

@@ -55,7 +55,10 @@ struct Tally {
     /// Images where nothing was reported on the annotated plate.
     unread: usize,
     char_score: f64,
+    /// Reading, from a decoded image to its plates.
     millis: f64,
+    /// Decoding the image file (a camera's frames come decoded).
+    decode_millis: f64,
 }
 
 /// A plate's text with O/0 and I/1 as one glyph each.
@@ -76,10 +79,14 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
     }
     for dir in &args.dirs {
         let mut t = Tally::default();
+        let before = model_time(&models.metrics);
         for truth in ground_truth(dir)? {
             let started = Instant::now();
-            let reads = models.read(&truth.image)?;
-            t.millis += started.elapsed().as_secs_f64() * 1000.0;
+            let image = crate::cmds::anpr::Models::open(&truth.image)?;
+            let decoded = Instant::now();
+            let reads = models.read_image(&image)?;
+            t.decode_millis += (decoded - started).as_secs_f64() * 1000.0;
+            t.millis += decoded.elapsed().as_secs_f64() * 1000.0;
             t.images += 1;
             let reported: Vec<_> = reads.iter().filter(|p| p.text.confidence >= models.min_confidence).collect();
             let want = folded(&truth.plate);
@@ -117,6 +124,16 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
         }
         let pct = |n: f64| 100.0 * n / t.images.max(1) as f64;
         let per_image = |n: usize| n as f64 / t.images.max(1) as f64;
+        // Where the time goes: each model's calls and milliseconds per image; the rest is image
+        // decoding, warping, plate logic and the batching hand-offs.
+        let spent: Vec<(String, f64, f64)> = model_time(&models.metrics)
+            .into_iter()
+            .map(|(model, calls, secs)| {
+                let (c0, s0) = before.iter().find(|b| b.0 == model).map_or((0, 0.0), |b| (b.1, b.2));
+                let n = t.images.max(1) as f64;
+                (model, (calls - c0) as f64 / n, (secs - s0) * 1000.0 / n)
+            })
+            .collect();
         let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let ms = t.millis / t.images.max(1) as f64;
         if args.json {
@@ -126,6 +143,8 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                     "set": name, "images": t.images, "exact_pct": pct(t.exact as f64), "folded_pct": pct(t.folded as f64),
                     "top1_pct": pct(t.top1 as f64), "char_pct": pct(t.char_score), "wrong_pct": pct(t.wrong as f64),
                     "elsewhere_per_image": per_image(t.elsewhere), "unread_pct": pct(t.unread as f64), "ms_per_image": ms,
+                    "decode_ms_per_image": t.decode_millis / t.images.max(1) as f64,
+                    "models": spent.iter().map(|(m, calls, ms)| json!({"model": m, "calls_per_image": calls, "ms_per_image": ms})).collect::<Vec<_>>(),
                 })
             );
         } else {
@@ -140,6 +159,16 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                 per_image(t.elsewhere),
                 pct(t.unread as f64),
                 ms
+            );
+            let models: f64 = spent.iter().map(|s| s.2).sum();
+            let parts: Vec<String> =
+                spent.iter().map(|(m, calls, ms)| format!("{m} {ms:.0} ms ({calls:.1} calls)")).collect();
+            println!(
+                "{:<20} time per image: {}, other {:.0} ms; decoding the file {:.0} ms more",
+                "",
+                parts.join(", "),
+                ms - models,
+                t.decode_millis / t.images.max(1) as f64
             );
         }
     }
@@ -235,4 +264,18 @@ pub(super) fn ground_truth(dir: &Path) -> anyhow::Result<Vec<Truth>> {
     out.sort_by(|a, b| a.image.cmp(&b.image));
     anyhow::ensure!(!out.is_empty(), "{}: no ground truth (.txt) files", dir.display());
     Ok(out)
+}
+
+/// Calls and seconds so far of each model that has run.
+fn model_time(metrics: &vigil::metrics::Metrics) -> Vec<(String, u64, f64)> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for family in metrics.inference_seconds.collect() {
+        for m in family.get_metric() {
+            let model = m.get_label().iter().find(|l| l.name() == "model").map(|l| l.value().to_string());
+            let h = m.get_histogram();
+            out.extend(model.map(|model| (model, h.get_sample_count(), h.get_sample_sum())));
+        }
+    }
+    out
 }
