@@ -53,6 +53,10 @@ const PLATE_IDS: u64 = 10_000_000_000_000;
 /// A vehicle with no plate out after this many reads that found none leaves the frame to be read
 /// whole (its box may be a trailer, or a cab whose plate is outside it).
 const UNREADABLE: u32 = 2;
+/// A track seen again after this many seconds unseen may be another vehicle: trackers carry a
+/// track over a gap (`max_age_secs`), and the next car to stop in the same place continues it.
+/// It gets a fresh read budget; a different plate then starts an event of its own.
+const REACQUIRED: f64 = 1.0;
 /// A read further than this (in edits) from a track's published plate is another vehicle's.
 const OTHER_PLATE: usize = 2;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
@@ -65,6 +69,8 @@ const REPEAT_SECS: f64 = 30.0;
 #[derive(Default)]
 struct PlateTrack {
     consensus: Consensus,
+    /// When the track was last seen.
+    seen: f64,
     /// Reads that found a plate.
     attempts: u32,
     /// Reads that found none (the plate was cut off, turned away, or blurred); a budget of their
@@ -193,7 +199,12 @@ impl PlateStage {
         }
         let area = (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]);
         self.touch(track_id, t);
-        let pt = self.tracks.entry(track_id).or_default();
+        let pt = self.tracks.entry(track_id).or_insert_with(|| PlateTrack { seen: t, ..PlateTrack::default() });
+        let returned = t - pt.seen > REACQUIRED;
+        pt.seen = t;
+        if returned {
+            (pt.attempts, pt.empty) = (0, 0);
+        }
         if self.view.0 != t {
             self.view = (t, 0, 0);
         }
@@ -202,8 +213,10 @@ impl PlateStage {
         // Until the vote is sure, every gap is a new chance (a parked car never comes closer);
         // after that, only a closer view can improve the read.
         let gap = t - pt.last_read >= READ_GAP;
-        let unsure = pt.published.as_ref().is_none_or(|p| p.confidence < SURE || p.reads < SURE_READS);
-        let due = pt.attempts + pt.empty == 0 || (gap && (unsure || area >= pt.read_area * CLOSER));
+        // The vote now, not as last published: a read that agrees without raising the confidence
+        // publishes nothing, but makes the vote sure.
+        let unsure = pt.consensus.vote().is_none_or(|v| v.confidence < SURE || v.reads < SURE_READS);
+        let due = pt.attempts + pt.empty == 0 || (gap && (unsure || returned || area >= pt.read_area * CLOSER));
         if pt.attempts >= self.cfg.max_reads || pt.empty >= self.cfg.max_reads || !due {
             return;
         }
