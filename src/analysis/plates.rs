@@ -214,9 +214,9 @@ impl PlateStage {
         // after that, only a closer view can improve the read.
         let gap = t - pt.last_read >= READ_GAP;
         // The vote now, not as last published: a read that agrees without raising the confidence
-        // publishes nothing, but makes the vote sure.
-        let unsure = pt.consensus.vote().is_none_or(|v| v.confidence < SURE || v.reads < SURE_READS);
-        let due = pt.attempts + pt.empty == 0 || (gap && (unsure || returned || area >= pt.read_area * CLOSER));
+        // publishes nothing, but makes the vote sure. Voted only when a read could go out.
+        let unsure = || pt.consensus.vote().is_none_or(|v| v.confidence < SURE || v.reads < SURE_READS);
+        let due = pt.attempts + pt.empty == 0 || (gap && (returned || area >= pt.read_area * CLOSER || unsure()));
         if pt.attempts >= self.cfg.max_reads || pt.empty >= self.cfg.max_reads || !due {
             return;
         }
@@ -262,11 +262,11 @@ impl PlateStage {
     /// A dedicated camera reads every such frame, and once a second with nothing moving or in view
     /// (motion can miss a car that stopped in the lane, or one that arrived between the frames
     /// analysis kept). A vehicle-mode camera reads the frame, every [`SCENE_GAP`], only while
-    /// something moves or a plate found this way is in view, no vehicle is `arriving`, and no
-    /// vehicle in view is readable (has a plate out, or has not yet failed [`UNREADABLE`] reads): this is how close-up
-    /// vehicles that fill the frame, and those the detector misses or mislabels, are still read,
-    /// without reading every sticker and badge on a vehicle that was.
-    /// `arriving`: a vehicle is in view whose track is not yet confirmed (it may yet be read).
+    /// something moves or a plate found this way is in view, no vehicle is `arriving` (in view
+    /// with its track not yet confirmed), and no vehicle in view is readable (has a plate out, or
+    /// has not yet failed [`UNREADABLE`] reads): this is how close-up vehicles that fill the
+    /// frame, and those the detector misses or mislabels, are still read, without reading every
+    /// sticker and badge on a vehicle that was.
     pub fn scan(&mut self, frame: &Frame, moving: bool, arriving: bool, t: f64) -> Vec<NewEvent> {
         let plates_in_view = !self.plate_tracker.tracks().is_empty();
         let due = if self.dedicated {
@@ -455,7 +455,7 @@ impl PlateStage {
         if pt.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text.text) > OTHER_PLATE)
             && read.text.confidence >= min
         {
-            *pt = PlateTrack { event_track: Some(self.next_event), ..PlateTrack::default() };
+            *pt = PlateTrack { event_track: Some(self.next_event), seen: pt.seen, ..PlateTrack::default() };
             self.next_event += 1;
         }
         pt.consensus.add(read.text.clone());
