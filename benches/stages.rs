@@ -142,7 +142,9 @@ fn detector(c: &mut Criterion) {
     config.models.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let loaded = Runtime::load(&config.inference).ok().and_then(|rt| {
         let detector = Detector::load(&config.models, &rt, &config.inference, Arc::new(Metrics::new())).ok()?;
-        let session = rt.session(&config.models.dir.join("yolox_nano_coco80_416.batch.onnx"), false).ok()?;
+        let session = rt
+            .session(&config.models.dir.join("yolox_nano_coco80_416.batch.onnx"), vigil::inference::Workload::Frames)
+            .ok()?;
         Some((detector, Batcher::spawn("bench", session, &config.inference, Arc::new(Metrics::new()))))
     });
     let (Some((detector, batcher)), Some((buffer, info))) = (loaded, photo()) else {

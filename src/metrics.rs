@@ -104,7 +104,12 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
-            frames_detected: counter_vec(&r, "vigil_frames_detected_total", "Frames through the detector", &["camera"]),
+            frames_detected: counter_vec(
+                &r,
+                "vigil_detections_total",
+                "Detector runs (frames or crops), by camera",
+                &["camera"],
+            ),
             plate_reads: counter_vec(
                 &r,
                 "vigil_plate_reads_total",

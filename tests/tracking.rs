@@ -186,3 +186,43 @@ async fn two_cameras_are_batched_into_one_session() {
     assert_eq!(frames, detected, "every detection went through the one session");
     assert!(frames > calls, "some calls carried frames from both cameras");
 }
+
+/// car-detection.mp4 (377 frames at 12.5 fps, 30.2 s) at `detect_fps = 5`: the detector runs at
+/// most 5 times per second of video, and not in the quiet stretches before and between the three
+/// cars (about 14 s of the clip), so well under the 151 runs the schedule alone allows. The
+/// count is exported as `vigil_detections_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detection_keeps_to_its_schedule_and_skips_quiet_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let url = format!("file://{}", media("car-detection.mp4").display());
+    let toml = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
+         [[cameras]]\nid = \"lane\"\nurl = \"{url}\"\ndetect_fps = 5\n",
+        dir.path().join("events.db").display(),
+        redis.url(),
+        dir.path().join("snaps").display(),
+        models_dir(),
+    );
+    let config = Config::parse(&toml, "schedule").unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(vigil::supervisor::run(config, Default::default(), metrics.clone(), shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.camera("lane").analysed.get() < 377 {
+        assert!(Instant::now() < deadline, "analysed {} of 377 frames", metrics.camera("lane").analysed.get());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+
+    let detected = metrics.camera("lane").detected.get();
+    let video_secs = 377.0 / 12.5;
+    println!("{detected} detections in {video_secs:.1} s of video at detect_fps 5");
+    assert!(detected as f64 <= (video_secs * 5.0f64).ceil() + 1.0, "over the schedule: {detected}");
+    assert!(detected <= 110, "the detector ran through quiet video: {detected}");
+    assert!(detected >= 30, "the detector hardly ran while cars crossed: {detected}");
+    let exported = prometheus::TextEncoder::new().encode_to_string(&metrics.registry.gather()).unwrap();
+    assert!(exported.contains(&format!("vigil_detections_total{{camera=\"lane\"}} {detected}")), "{exported}");
+}

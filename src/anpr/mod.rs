@@ -18,7 +18,7 @@ use image::{GenericImageView, RgbImage, imageops};
 
 use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::Manifest;
-use crate::inference::{Batcher, InferenceError, Runtime};
+use crate::inference::{Batcher, InferenceError, Runtime, Workload};
 use crate::metrics::Metrics;
 use ctc::Alphabet;
 use plate::{Formats, PlateText};
@@ -88,9 +88,9 @@ impl PlateReader {
             })
         };
         let (det_entry, rec_entry) = (find("text-detect")?, find("text-recognise")?);
-        let det = runtime.session(&manifest.path(&det_entry.file), true)?;
+        let det = runtime.session(&manifest.path(&det_entry.file), Workload::Regions)?;
         let rec_path = manifest.path(&rec_entry.file);
-        let rec = runtime.session(&rec_path, true)?;
+        let rec = runtime.session(&rec_path, Workload::Regions)?;
         let err = |reason: String| InferenceError::Model { path: rec_path.display().to_string(), reason };
         // PP-OCR exports carry their dictionary in the model metadata.
         let dictionary = rec

@@ -203,14 +203,18 @@ pub struct InferenceConfig {
     /// Intra-op threads per session. Default 0: one per core.
     #[serde(default)]
     pub intra_threads: usize,
-    /// Let idle intra-op threads spin. Default false: spinning halves throughput when decoders
-    /// share the cores.
+    /// Let idle intra-op threads spin (`true`/`false`). Default: the detector's threads spin
+    /// (its next call follows within milliseconds; measured faster at 1, 4 and 8 cameras on 2
+    /// cores, see README "Performance"), the plate models' threads sleep (reads come a few a
+    /// second, and their spinning took CPU from the detector).
     #[serde(default)]
-    pub spinning: bool,
+    pub spinning: Option<bool>,
     /// Most requests run as one call. Default 8.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long the first request of a batch waits for company, milliseconds. Default 2.
+    /// How long the first request of a batch waits for company, milliseconds. Default 0: a call
+    /// takes what is queued when it starts, so requests that arrive during a call share the next
+    /// one and a lone camera never waits.
     #[serde(default = "default_batch_window")]
     pub batch_window_ms: f64,
 }
@@ -222,7 +226,7 @@ impl Default for InferenceConfig {
             provider: Provider::Cpu,
             device_id: 0,
             intra_threads: 0,
-            spinning: false,
+            spinning: None,
             max_batch: default_max_batch(),
             batch_window_ms: default_batch_window(),
         }
@@ -233,7 +237,7 @@ fn default_max_batch() -> usize {
     8
 }
 fn default_batch_window() -> f64 {
-    2.0
+    0.0
 }
 
 /// ONNX Runtime execution provider.

@@ -15,7 +15,7 @@ use gstreamer_video::prelude::*;
 
 use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::Manifest;
-use crate::inference::{Batcher, InferenceError, Runtime};
+use crate::inference::{Batcher, InferenceError, Runtime, Workload};
 use crate::metrics::Metrics;
 
 /// One detected object, in frame pixels.
@@ -66,7 +66,7 @@ impl Detector {
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
             .collect();
-        let session = runtime.session(&path, false)?;
+        let session = runtime.session(&path, Workload::Frames)?;
         let grid = yolox::grid(input.width, input.height, &output.strides);
         check_contract(&session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
         let batcher = Batcher::spawn(&entry.name, session, inference, metrics);

@@ -41,6 +41,25 @@ pub enum InferenceError {
     Stopped,
 }
 
+/// What a session is for; it decides the defaults that suit its load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A fixed-shape model called on frames, back to back on a busy camera (the detector):
+    /// memory plans kept, idle threads spin unless `[inference] spinning = false`.
+    Frames,
+    /// Models fed regions of any size a few times a second (plate text): no per-shape memory
+    /// plans (one plan and arena block per shape would grow memory with every new size), idle
+    /// threads sleep unless `[inference] spinning = true`.
+    Regions,
+}
+
+impl Workload {
+    /// Whether this workload's idle intra-op threads spin under `cfg`.
+    pub fn spins(self, cfg: &InferenceConfig) -> bool {
+        cfg.spinning.unwrap_or(self == Workload::Frames)
+    }
+}
+
 /// The loaded ONNX Runtime library and the session settings from `[inference]`.
 pub struct Runtime {
     env: Environment,
@@ -61,17 +80,15 @@ impl Runtime {
         Ok(Arc::new(Self { env, cfg: cfg.clone() }))
     }
 
-    /// Open a model with the configured provider, threads and spinning. `varying_shapes` models
-    /// (a text detector fed regions of any size) skip ONNX Runtime's per-shape memory plans: one
-    /// cached plan and one arena block per input shape would grow memory with every new size.
-    pub fn session(&self, path: &Path, varying_shapes: bool) -> Result<Session, InferenceError> {
+    /// Open a model for `workload` with the configured provider, threads and spinning.
+    pub fn session(&self, path: &Path, workload: Workload) -> Result<Session, InferenceError> {
         let err = |reason: String| InferenceError::Model { path: path.display().to_string(), reason };
         if !path.is_file() {
             return Err(err("file not found (run scripts/setup)".into()));
         }
         let mut builder = Session::builder(&self.env).map_err(|e| err(e.to_string()))?;
-        builder = builder.with_intra_op_spinning(self.cfg.spinning).map_err(|e| err(e.to_string()))?;
-        if varying_shapes {
+        builder = builder.with_intra_op_spinning(workload.spins(&self.cfg)).map_err(|e| err(e.to_string()))?;
+        if workload == Workload::Regions {
             builder = builder.with_memory_pattern(false).map_err(|e| err(e.to_string()))?;
         }
         if self.cfg.intra_threads > 0 {

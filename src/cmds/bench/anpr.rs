@@ -79,7 +79,7 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
     }
     for dir in &args.dirs {
         let mut t = Tally::default();
-        let before = model_time(&models.metrics);
+        let before = super::model_time(&models.metrics);
         for truth in ground_truth(dir)? {
             let started = Instant::now();
             let image = crate::cmds::anpr::Models::open(&truth.image)?;
@@ -126,7 +126,7 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
         let per_image = |n: usize| n as f64 / t.images.max(1) as f64;
         // Where the time goes: each model's calls and milliseconds per image; the rest is image
         // decoding, warping, plate logic and the batching hand-offs.
-        let spent: Vec<(String, f64, f64)> = model_time(&models.metrics)
+        let spent: Vec<(String, f64, f64)> = super::model_time(&models.metrics)
             .into_iter()
             .map(|(model, calls, secs)| {
                 let (c0, s0) = before.iter().find(|b| b.0 == model).map_or((0, 0.0), |b| (b.1, b.2));
@@ -264,18 +264,4 @@ pub(super) fn ground_truth(dir: &Path) -> anyhow::Result<Vec<Truth>> {
     out.sort_by(|a, b| a.image.cmp(&b.image));
     anyhow::ensure!(!out.is_empty(), "{}: no ground truth (.txt) files", dir.display());
     Ok(out)
-}
-
-/// Calls and seconds so far of each model that has run.
-fn model_time(metrics: &vigil::metrics::Metrics) -> Vec<(String, u64, f64)> {
-    use prometheus::core::Collector;
-    let mut out = Vec::new();
-    for family in metrics.inference_seconds.collect() {
-        for m in family.get_metric() {
-            let model = m.get_label().iter().find(|l| l.name() == "model").map(|l| l.value().to_string());
-            let h = m.get_histogram();
-            out.extend(model.map(|model| (model, h.get_sample_count(), h.get_sample_sum())));
-        }
-    }
-    out
 }

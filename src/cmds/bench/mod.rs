@@ -2,7 +2,9 @@
 //! latency and resources against the raw decode and inference limits measured in the same run.
 
 mod anpr;
+mod limits;
 mod pipeline;
+mod reference;
 mod stream;
 
 #[derive(clap::Args)]
@@ -24,4 +26,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Report::Anpr(a) => anpr::run(a),
         Report::Pipeline(a) => pipeline::run(a),
     }
+}
+
+/// Calls and seconds so far of each model that has run.
+fn model_time(metrics: &vigil::metrics::Metrics) -> Vec<(String, u64, f64)> {
+    use prometheus::core::Collector;
+    let mut out = Vec::new();
+    for family in metrics.inference_seconds.collect() {
+        for m in family.get_metric() {
+            let model = m.get_label().iter().find(|l| l.name() == "model").map(|l| l.value().to_string());
+            let h = m.get_histogram();
+            out.extend(model.map(|model| (model, h.get_sample_count(), h.get_sample_sum())));
+        }
+    }
+    out
 }

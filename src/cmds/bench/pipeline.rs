@@ -10,9 +10,15 @@
 //!
 //! The limit for a run is the rate the machine would reach if the decode and inference work just
 //! added up: `1 / (1/decode + d/inference)`, where `d` is the share of frames the run actually
-//! sent to the detector (motion gates detection) and `inference` is the raw rate with as many
-//! concurrent callers as the run has cameras. Files run as fast as the stages allow (the decoder
-//! waits for analysis), so this is throughput; latency here includes that queueing.
+//! sent to the detector (motion gates detection) and `inference` is the best raw rate this
+//! machine reaches with as many concurrent callers as the run has cameras, over every thread
+//! count and spinning setting ([`super::limits`]), not vigil's own setting. Files run as fast as
+//! the stages allow (the decoder waits for analysis), so this is throughput; latency here
+//! includes that queueing.
+//!
+//! With `--reference`, the plain Python pipeline ([`super::reference`]) runs after each `detect`
+//! run on the same clip and camera count, and a side-by-side table gives medians over
+//! `--rounds`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,11 +31,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil::channel::{self, Policy, Recv};
 use vigil::config::{CameraConfig, Config};
-use vigil::detect::Detector;
-use vigil::inference::Runtime;
 use vigil::ingest::{Frame, FrameSink, SourceHealth, Streamer};
 use vigil::metrics::Metrics;
 use vigil::supervisor::{self, Scope};
+
+use super::limits::Limits;
+use super::reference::{PYTHON_ENV, RefRun, Reference};
+use vigil::inference::manifest::Manifest;
 
 /// Which stages a run includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -70,27 +78,30 @@ pub struct PipelineArgs {
     /// not queued, when analysis is behind), for latency and memory under overload.
     #[arg(long)]
     live: bool,
+    /// The pipeline's intra-op threads per model (`[inference] intra_threads`; 0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Whether the pipeline's idle intra-op threads spin (`[inference] spinning`; default: the
+    /// detector's do, the plate models' don't).
+    #[arg(long)]
+    spinning: Option<bool>,
+    /// Detections per second of video per camera (the reference's `--detect-fps`, 5).
+    #[arg(long, default_value_t = 5.0)]
+    detect_fps: f64,
+    /// Run the plain Python reference pipeline (`../shared/reference`) with this Python, beside
+    /// each `detect` run, on the same clip and camera count (default: `$VIGIL_REFERENCE_PYTHON`).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The reference script.
+    #[arg(long)]
+    reference_script: Option<PathBuf>,
+    /// Rounds of every run; with the reference, vigil and it alternate in each round, and the
+    /// side-by-side table gives medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
-}
-
-/// The raw limits.
-#[derive(Serialize)]
-struct Limits {
-    decode_fps: f64,
-    /// Detector frames per second by concurrent callers (1, 2, 4, 8).
-    inference_fps: Vec<(usize, f64)>,
-    inference_ms_batch1: f64,
-}
-
-impl Limits {
-    /// Inference fps with as many concurrent callers as `cameras` can make (each camera's
-    /// analysis thread calls the detector one frame at a time).
-    fn inference_for(&self, cameras: usize) -> f64 {
-        let reachable = self.inference_fps.iter().filter(|(callers, _)| *callers <= cameras.max(1));
-        reachable.map(|(_, f)| *f).fold(0.0, f64::max)
-    }
 }
 
 /// One pipeline run.
@@ -122,6 +133,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         None => crate::cmds::demo::default_video().context("no sample video; run scripts/setup or pass --video")?,
     };
     let video = std::fs::canonicalize(&video).with_context(|| format!("video {}", video.display()))?;
+    let reference = Reference::find(args.reference.clone(), args.reference_script.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let server = match args.live {
         true => Some(vigil::sample::SampleServer::start(&video, "bench", 0)?),
@@ -132,24 +144,47 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     eprintln!("measuring raw decode …");
     let (decode_fps, frames) = raw_decode(&probe.cameras[0], &runtime)?;
     eprintln!("measuring raw inference …");
-    let limits = raw_inference(&probe, &frames, decode_fps)?;
-    let mut runs = Vec::new();
-    for (i, stages) in args.stages.iter().enumerate() {
-        for (j, &cams) in args.cameras.iter().enumerate() {
-            eprintln!("running {cams} camera(s), {stages:?} …");
-            let dir = scratch(1 + i * args.cameras.len() + j);
-            let source = server.as_ref().map_or_else(|| file.clone(), |s| s.url());
-            let config = config(&args, &source, cams, *stages, &dir)?;
-            let run = runtime.block_on(pipeline(config, *stages, cams, &args, &limits));
-            let _ = std::fs::remove_dir_all(&dir);
-            runs.push(run?);
+    let limits = super::limits::inference(&probe, &frames, decode_fps)?;
+    let model = {
+        let manifest = Manifest::load(&probe.models)?;
+        manifest.path(&manifest.get(&probe.models.detector)?.file)
+    };
+    let (mut runs, mut pairs) = (Vec::new(), Vec::new());
+    let mut n = 0;
+    for round in 0..args.rounds.max(1) {
+        for stages in &args.stages {
+            for &cams in &args.cameras {
+                eprintln!("round {}: running {cams} camera(s), {stages:?} …", round + 1);
+                n += 1;
+                let dir = scratch(n);
+                let source = server.as_ref().map_or_else(|| file.clone(), |s| s.url());
+                let config = config(&args, &source, cams, *stages, &dir)?;
+                let run = runtime.block_on(pipeline(config, *stages, cams, &args, &limits));
+                let _ = std::fs::remove_dir_all(&dir);
+                let run = run?;
+                if let (Some(r), Stages::Detect, false) = (&reference, stages, args.live) {
+                    eprintln!("round {}: running the reference, {cams} process(es) …", round + 1);
+                    let theirs = r.run(&video, &model, cams, args.detect_fps, &args.redis)?;
+                    pairs.push((run.fps, run.detected_share, theirs));
+                }
+                runs.push(run);
+            }
         }
     }
+    let side_by_side = side_by_side(&args.cameras, &pairs);
     let _ = std::fs::remove_dir_all(scratch(0));
     if args.json {
-        println!("{}", serde_json::json!({ "video": video, "limits": limits, "runs": runs }));
+        let reference = match reference {
+            Some(_) => serde_json::json!(side_by_side),
+            None => serde_json::json!("reference not run"),
+        };
+        println!("{}", serde_json::json!({ "video": video, "limits": limits, "runs": runs, "reference": reference }));
     } else {
         print_table(&video, &limits, &runs);
+        match reference {
+            Some(_) => print_side_by_side(&side_by_side),
+            None => println!("\nreference not run (pass --reference PYTHON or set ${PYTHON_ENV})"),
+        }
     }
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
@@ -166,17 +201,21 @@ fn config(args: &PipelineArgs, source: &str, cameras: usize, stages: Stages, dir
     let models = std::fs::canonicalize(&args.models).with_context(|| format!("models {}", args.models.display()))?;
     let mut toml = format!(
         "[database]\nurl = \"sqlite://{}\"\n[redis]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
-         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n",
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
+         [inference]\nintra_threads = {}\n{}",
         dir.join("bench.db").display(),
         args.redis,
         dir.join("snaps").display(),
-        models.display()
+        models.display(),
+        args.threads,
+        args.spinning.map_or(String::new(), |s| format!("spinning = {s}\n"))
     );
     for i in 0..cameras {
         toml.push_str(&format!(
-            "[[cameras]]\nid = \"bench-{i}\"\nurl = \"{source}\"\nloop = {}\ndetect_fps = 30\n\
+            "[[cameras]]\nid = \"bench-{i}\"\nurl = \"{source}\"\nloop = {}\ndetect_fps = {}\n\
              [cameras.detection]\nenabled = {}\n[cameras.anpr]\nenabled = {}\n",
             source.starts_with("file:"),
+            args.detect_fps,
             stages != Stages::Motion,
             stages == Stages::Anpr
         ));
@@ -229,40 +268,6 @@ fn raw_decode(cam: &CameraConfig, runtime: &tokio::runtime::Runtime) -> anyhow::
     }
     anyhow::ensure!(!kept.is_empty(), "the video gave no frames");
     Ok((frames as f64 / started.elapsed().as_secs_f64(), kept))
-}
-
-/// The detector alone on decoded frames, 1, 2, 4 and 8 concurrent callers, 3 s each.
-fn raw_inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::Result<Limits> {
-    let runtime = Runtime::load(&config.inference)?;
-    let detector = Arc::new(Detector::load(&config.models, &runtime, &config.inference, Arc::new(Metrics::new()))?);
-    let frames = Arc::new(frames.to_vec());
-    let mut inference_fps = Vec::new();
-    let mut inference_ms_batch1 = 0.0;
-    for callers in [1usize, 2, 4, 8] {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let started = Instant::now();
-        let threads: Vec<_> = (0..callers)
-            .map(|c| {
-                let (detector, frames) = (detector.clone(), frames.clone());
-                std::thread::spawn(move || {
-                    let mut n = 0usize;
-                    while Instant::now() < deadline {
-                        let f = &frames[(c + n) % frames.len()];
-                        detector.detect(&f.buffer, &f.info, None, 0.3).expect("detector runs");
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        let done: usize = threads.into_iter().map(|t| t.join().expect("inference thread")).sum();
-        let fps = done as f64 / started.elapsed().as_secs_f64();
-        if callers == 1 {
-            inference_ms_batch1 = 1000.0 / fps;
-        }
-        inference_fps.push((callers, fps));
-    }
-    Ok(Limits { decode_fps, inference_fps, inference_ms_batch1 })
 }
 
 /// How often resident memory is sampled during a run.
@@ -393,11 +398,15 @@ fn rss_bytes() -> u64 {
 
 fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
     println!("video: {}", video.display());
-    println!("raw decode:    {:8.1} fps", limits.decode_fps);
-    for (callers, fps) in &limits.inference_fps {
-        println!("raw inference: {fps:8.1} fps with {callers} concurrent caller(s)");
+    println!("raw decode: {:.1} fps", limits.decode_fps);
+    println!("raw inference, best setting of this machine / the pipeline's setting:");
+    for (best, own) in limits.best.iter().zip(&limits.configured) {
+        println!(
+            "  {} caller(s): {:6.1} fps ({best}; {:.1} ms in the model, {:.1} ms per call)  /  {:6.1} fps ({own})",
+            best.callers, best.fps, best.model_ms, best.call_ms, own.fps
+        );
     }
-    println!("inference, 1 caller: {:.1} ms per frame\n", limits.inference_ms_batch1);
+    println!();
     println!(
         "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>14} {:>22} {:>9} {:>8} {:>8}",
         "stages",
@@ -433,6 +442,84 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
             r.peak_rss_mb,
             r.rss_growth_mb,
             r.cpu_per_camera_pct
+        );
+    }
+}
+
+/// vigil against the reference at one camera count: medians over the rounds.
+#[derive(Serialize)]
+struct SideBySide {
+    cameras: usize,
+    rounds: usize,
+    vigil_fps: f64,
+    vigil_detected_share: f64,
+    reference_fps: f64,
+    reference_detected_share: f64,
+    /// The reference's best setting in the round with the median fps.
+    reference_threads: usize,
+    reference_spinning: bool,
+    /// The median of the rounds' ratios (each round's pair ran back to back).
+    ratio: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn side_by_side(cameras: &[usize], pairs: &[(f64, f64, RefRun)]) -> Vec<SideBySide> {
+    let mut out = Vec::new();
+    for &cams in cameras {
+        let mine: Vec<_> = pairs.iter().filter(|(_, _, r)| r.cameras == cams).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let reference_fps = median(mine.iter().map(|(_, _, r)| r.fps).collect());
+        let typical =
+            mine.iter().min_by(|a, b| (a.2.fps - reference_fps).abs().total_cmp(&(b.2.fps - reference_fps).abs()));
+        let typical = &typical.expect("non-empty").2;
+        out.push(SideBySide {
+            cameras: cams,
+            rounds: mine.len(),
+            vigil_fps: median(mine.iter().map(|(f, _, _)| *f).collect()),
+            vigil_detected_share: median(mine.iter().map(|(_, d, _)| *d).collect()),
+            reference_fps,
+            reference_detected_share: median(mine.iter().map(|(_, _, r)| r.detected_share).collect()),
+            reference_threads: typical.threads,
+            reference_spinning: typical.spinning,
+            ratio: median(mine.iter().map(|(f, _, r)| f / r.fps.max(f64::MIN_POSITIVE)).collect()),
+        });
+    }
+    out
+}
+
+fn print_side_by_side(rows: &[SideBySide]) {
+    println!("\nside by side with the Python reference (detect stages; medians of interleaved rounds):");
+    println!(
+        "{:>4} {:>6} {:>10} {:>9} {:>14} {:>9} {:>26} {:>7}",
+        "cams", "rounds", "vigil fps", "detected", "reference fps", "detected", "reference setting", "ratio"
+    );
+    for r in rows {
+        let setting = format!(
+            "{}x {} thread(s), spin {}",
+            r.cameras,
+            r.reference_threads,
+            if r.reference_spinning { "on" } else { "off" }
+        );
+        println!(
+            "{:>4} {:>6} {:>10.1} {:>8.0}% {:>14.1} {:>8.0}% {:>26} {:>6.2}x",
+            r.cameras,
+            r.rounds,
+            r.vigil_fps,
+            r.vigil_detected_share * 100.0,
+            r.reference_fps,
+            r.reference_detected_share * 100.0,
+            setting,
+            r.ratio
         );
     }
 }
