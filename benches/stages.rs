@@ -145,7 +145,7 @@ fn detector(c: &mut Criterion) {
         let session = rt
             .session(&config.models.dir.join("yolox_nano_coco80_416.batch.onnx"), vigil::inference::Workload::Frames)
             .ok()?;
-        Some((detector, Batcher::spawn("bench", session, &config.inference, Arc::new(Metrics::new()))))
+        Some((detector, Batcher::spawn("bench", vec![session], &config.inference, Arc::new(Metrics::new()))))
     });
     let (Some((detector, batcher)), Some((buffer, info))) = (loaded, photo()) else {
         eprintln!("models or ../shared/images/dog.jpg missing (run scripts/setup): detector benches skipped");

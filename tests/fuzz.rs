@@ -40,6 +40,7 @@ const KEYS: &[&str] = &[
     "size",
     "loop",
     "detect_fps",
+    "decode_threads",
     "threshold",
     "min_area",
     "alpha",

@@ -163,7 +163,7 @@ async fn two_cameras_are_batched_into_one_session() {
     let db = format!("sqlite://{}", dir.path().join("events.db").display());
     let toml = format!(
         "[database]\nurl = \"{db}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"redis://127.0.0.1:{}\"\n[storage]\nsnapshots_dir = \"{}\"\n\
-         [models]\ndir = \"{}\"\n[inference]\nbatch_window_ms = 10\n\
+         [models]\ndir = \"{}\"\n[inference]\nbatch_window_ms = 10\nsessions = 1\n\
          [[cameras]]\nid = \"a\"\nurl = \"{url}\"\ndetect_fps = 25\n[[cameras]]\nid = \"b\"\nurl = \"{url}\"\ndetect_fps = 25\n",
         common::free_port(),
         dir.path().join("snaps").display(),

@@ -107,8 +107,8 @@ impl PlateReader {
             return Err(err(format!("outputs {classes} classes but its dictionary needs {}", alphabet.classes())));
         }
         Ok(Self {
-            det: Batcher::spawn(&det_entry.name, det, inference, metrics.clone()),
-            rec: Batcher::spawn(&rec_entry.name, rec, inference, metrics),
+            det: Batcher::spawn(&det_entry.name, vec![det], inference, metrics.clone()),
+            rec: Batcher::spawn(&rec_entry.name, vec![rec], inference, metrics),
             alphabet,
             classes: classes as usize,
         })

@@ -200,7 +200,8 @@ pub struct InferenceConfig {
     /// GPU index for `cuda`/`tensorrt`. Default 0.
     #[serde(default)]
     pub device_id: i32,
-    /// Intra-op threads per session. Default 0: one per core.
+    /// Intra-op threads per session. Default 0: one per detector session (there is a session per
+    /// core instead), one per core for the plate models.
     #[serde(default)]
     pub intra_threads: usize,
     /// Let idle intra-op threads spin (`true`/`false`). Default: the detector's threads spin
@@ -209,6 +210,11 @@ pub struct InferenceConfig {
     /// second, and their spinning took CPU from the detector).
     #[serde(default)]
     pub spinning: Option<bool>,
+    /// Sessions of the detector, each on its own thread, serving one queue. Default 0: one per
+    /// core, up to 8. N sessions of one thread used 2 cores better than one session of two
+    /// threads at 4 and 8 cameras, and as well at one (README "Performance").
+    #[serde(default)]
+    pub sessions: usize,
     /// Most requests run as one call. Default 8.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -227,6 +233,7 @@ impl Default for InferenceConfig {
             device_id: 0,
             intra_threads: 0,
             spinning: None,
+            sessions: 0,
             max_batch: default_max_batch(),
             batch_window_ms: default_batch_window(),
         }
@@ -332,6 +339,11 @@ pub struct CameraConfig {
     /// Scale decoded frames to `[width, height]`. Default: the stream's own size.
     #[serde(default)]
     pub size: Option<[u32; 2]>,
+    /// Threads of the software (libav) decoder. Default 1: a camera needs only real time, and
+    /// libav's frame threads add a frame of delay each and take cores from inference (measured
+    /// faster at 1, 4 and 8 cameras; README "Performance"). 0: one per core.
+    #[serde(default = "default_decode_threads")]
+    pub decode_threads: u32,
     /// RTSP lower transport: `tcp` (default), `udp` or `auto`.
     #[serde(default)]
     pub transport: RtspTransport,
@@ -363,6 +375,9 @@ fn default_decoder() -> String {
 }
 fn default_detect_fps() -> f64 {
     5.0
+}
+fn default_decode_threads() -> u32 {
+    1
 }
 
 /// RTSP lower transport.
@@ -776,6 +791,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), FieldError> {
         use Key::{Index, Name};
         let inf = &self.inference;
+        if inf.sessions > 64 {
+            return Err(FieldError::new(vec![Name("inference")], "need sessions 0..=64 (0: one per core)"));
+        }
         if !(1..=64).contains(&inf.max_batch) || !(0.0..=100.0).contains(&inf.batch_window_ms) {
             return Err(FieldError::new(vec![Name("inference")], "need max_batch 1..=64 and batch_window_ms 0..=100"));
         }
@@ -837,6 +855,9 @@ impl CameraConfig {
         }
         if self.size.is_some_and(|[w, h]| !(16..=8192).contains(&w) || !(16..=8192).contains(&h)) {
             return Err(("size", "width and height must be 16..=8192".into()));
+        }
+        if self.decode_threads > 64 {
+            return Err(("decode_threads", "must be 0..=64 (0: one per core)".into()));
         }
         if !(self.detect_fps > 0.0 && self.detect_fps <= 120.0) {
             return Err(("detect_fps", "must be in (0, 120]".into()));

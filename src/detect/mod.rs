@@ -66,10 +66,11 @@ impl Detector {
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
             .collect();
-        let session = runtime.session(&path, Workload::Frames)?;
+        let sessions = runtime.sessions(&path, Workload::Frames)?;
+        let session = &sessions[0];
         let grid = yolox::grid(input.width, input.height, &output.strides);
-        check_contract(&session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
-        let batcher = Batcher::spawn(&entry.name, session, inference, metrics);
+        check_contract(session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
+        let batcher = Batcher::spawn(&entry.name, sessions, inference, metrics);
         Ok(Self {
             batcher,
             labels,

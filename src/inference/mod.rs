@@ -1,14 +1,17 @@
 //! Inference: loads ONNX Runtime, opens sessions, and runs one batching service per model that
 //! every camera shares (the nvstreammux idea: N cameras, one session, one GPU).
 //!
-//! A [`Batcher`] owns its session on a dedicated thread. Callers send one item (a tensor without
-//! the batch dimension) and block for its result; the thread stacks whatever items are waiting,
-//! up to `max_batch` or until `batch_window_ms` after the first, and runs them as one call.
-//! Callers must not hold locks while waiting: a request takes one model call's time.
+//! A [`Batcher`] owns one or more sessions of a model, each on a dedicated thread that takes
+//! requests from one shared queue. Callers send one item (a tensor without the batch dimension)
+//! and block for its result; a free session's thread stacks whatever items are waiting, up to
+//! `max_batch` or until `batch_window_ms` after the first, and runs them as one call. Several
+//! sessions of one thread each use the cores better than one session of several threads, whose
+//! threads wait on each other at every operator; one session of several threads is quicker for a
+//! lone caller. Callers must not hold locks while waiting: a request takes one model call's time.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod manifest;
@@ -58,6 +61,31 @@ impl Workload {
     pub fn spins(self, cfg: &InferenceConfig) -> bool {
         cfg.spinning.unwrap_or(self == Workload::Frames)
     }
+
+    /// Intra-op threads per session under `cfg`: as configured, else one for frames (which get
+    /// a session per core instead, see [`Workload::sessions`]) and one per core for regions.
+    pub fn threads(self, cfg: &InferenceConfig) -> usize {
+        match (cfg.intra_threads, self) {
+            (0, Workload::Frames) => 1,
+            (0, Workload::Regions) => cores(),
+            (n, _) => n,
+        }
+    }
+
+    /// Sessions under `cfg`: as configured, else one per core (up to 8) for frames; one for
+    /// regions, whose reads are few and want every core.
+    pub fn sessions(self, cfg: &InferenceConfig) -> usize {
+        match (cfg.sessions, self) {
+            (_, Workload::Regions) => 1,
+            (0, Workload::Frames) => cores().min(8),
+            (n, Workload::Frames) => n,
+        }
+    }
+}
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The loaded ONNX Runtime library and the session settings from `[inference]`.
@@ -91,14 +119,17 @@ impl Runtime {
         if workload == Workload::Regions {
             builder = builder.with_memory_pattern(false).map_err(|e| err(e.to_string()))?;
         }
-        if self.cfg.intra_threads > 0 {
-            builder = builder.with_intra_threads(self.cfg.intra_threads).map_err(|e| err(e.to_string()))?;
-        }
+        builder = builder.with_intra_threads(workload.threads(&self.cfg)).map_err(|e| err(e.to_string()))?;
         let providers = self.providers();
         if !providers.is_empty() {
             builder = builder.with_execution_providers(providers).map_err(|e| err(e.to_string()))?;
         }
         builder.commit_from_file(path).map_err(|e| err(e.to_string()))
+    }
+
+    /// As many sessions of one model as `workload` gets (a [`Batcher`] serves from all of them).
+    pub fn sessions(&self, path: &Path, workload: Workload) -> Result<Vec<Session>, InferenceError> {
+        (0..workload.sessions(&self.cfg)).map(|_| self.session(path, workload)).collect()
     }
 
     /// The requested execution providers that this library has; missing ones fall back to CPU.
@@ -157,9 +188,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Start the service thread for `session`. It ends when every handle is dropped.
-    pub fn spawn(name: &str, session: Session, cfg: &InferenceConfig, metrics: Arc<Metrics>) -> Self {
-        let dynamic_batch = match session.inputs().first().map(|i| i.dtype()) {
+    /// Start one service thread per session (all of one model). They end when every handle is
+    /// dropped.
+    pub fn spawn(name: &str, sessions: Vec<Session>, cfg: &InferenceConfig, metrics: Arc<Metrics>) -> Self {
+        let dynamic_batch = match sessions.first().and_then(|s| s.inputs().first()).map(|i| i.dtype()) {
             Some(ValueType::Tensor { shape, .. }) => shape.first().is_some_and(|d| *d != 1),
             _ => false,
         };
@@ -169,11 +201,14 @@ impl Batcher {
         }
         let window = Duration::from_secs_f64(cfg.batch_window_ms / 1000.0);
         let (tx, rx) = mpsc::sync_channel::<Request>(256);
-        let model = name.to_string();
-        std::thread::Builder::new()
-            .name(format!("infer-{name}"))
-            .spawn(move || serve(session, rx, max_batch, window, &model, &metrics))
-            .expect("spawn inference thread");
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, session) in sessions.into_iter().enumerate() {
+            let (model, rx, metrics) = (name.to_string(), rx.clone(), metrics.clone());
+            std::thread::Builder::new()
+                .name(format!("infer-{name}-{i}"))
+                .spawn(move || serve(session, &rx, max_batch, window, &model, &metrics))
+                .expect("spawn inference thread");
+        }
         Self { tx, dynamic_batch }
     }
 
@@ -198,24 +233,32 @@ impl Batcher {
     }
 }
 
+/// Take the next batch from the shared queue: the first request (waiting for it), then what
+/// else comes within `window`, up to `max_batch`. `None` once every handle is gone.
+fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>, max_batch: usize, window: Duration) -> Option<Vec<Request>> {
+    // Only the session thread holding the queue waits on it; the others wait for the lock.
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    let mut batch = vec![rx.recv().ok()?];
+    let deadline = Instant::now() + window;
+    while batch.len() < max_batch {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(r) => batch.push(r),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(batch)
+}
+
 fn serve(
     mut session: Session,
-    rx: mpsc::Receiver<Request>,
+    rx: &Mutex<mpsc::Receiver<Request>>,
     max_batch: usize,
     window: Duration,
     model: &str,
     metrics: &Metrics,
 ) {
     let input = session.inputs().first().map(|i| i.name().to_string()).unwrap_or_default();
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + window;
-        while batch.len() < max_batch {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(r) => batch.push(r),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
+    while let Some(mut batch) = next_batch(rx, max_batch, window) {
         // Items of different shapes (e.g. OCR line widths) cannot share a call.
         while !batch.is_empty() {
             let shape = batch[0].shape.clone();

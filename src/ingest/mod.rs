@@ -237,6 +237,14 @@ impl Streamer {
             .map_err(|e| build_err(e.to_string()))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| build_err("not a pipeline".into()))?;
+        // decodebin picks the decoder at run time; set its threads as it is added.
+        let threads = cam.decode_threads as i32;
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            let libav = element.factory().is_some_and(|f| f.name().starts_with("avdec_"));
+            if libav && element.find_property("max-threads").is_some() {
+                element.set_property("max-threads", threads);
+            }
+        });
         let src = pipeline.by_name("src").ok_or_else(|| build_err("no element named `src`".into()))?;
         match &source {
             Source::Rtsp(url) => configure_rtsp(&src, url, cam),

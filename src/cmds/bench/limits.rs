@@ -1,8 +1,8 @@
 //! The raw limits a pipeline run is judged against: the best this machine does at each stage
 //! alone, whatever vigil's own settings are.
 //!
-//! Inference is swept over intra-op threads (1, 2, 4, … up to the cores) and spinning on and off,
-//! at 1, 2, 4 and 8 concurrent callers (the batching service merges concurrent calls, so the
+//! Inference is swept over one session of 1, 2, 4, … up to the cores intra-op threads, spinning
+//! on and off, and over one single-threaded session per core, at 1, 2, 4 and 8 concurrent callers (the batching service merges concurrent calls, so the
 //! callers also try every batch size it can form). The best of each is the limit, and the report
 //! names the setting that reached it, beside what the pipeline's own setting reaches.
 
@@ -24,6 +24,7 @@ pub const CALLERS: [usize; 4] = [1, 2, 4, 8];
 /// One measured inference setting.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Setting {
+    pub sessions: usize,
     pub threads: usize,
     pub spinning: bool,
     pub callers: usize,
@@ -38,7 +39,10 @@ pub struct Setting {
 impl std::fmt::Display for Setting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let spin = if self.spinning { "on" } else { "off" };
-        write!(f, "{} thread(s), spinning {spin}", self.threads)
+        match self.threads {
+            1 => write!(f, "{} session(s) of 1 thread", self.sessions),
+            n => write!(f, "{} session(s) of {n} threads, spinning {spin}", self.sessions),
+        }
     }
 }
 
@@ -74,45 +78,49 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
     let own = effective(&config.inference);
     let mut best: Vec<Setting> = Vec::new();
     let mut configured = Vec::new();
-    let mut settings: Vec<(usize, bool)> = thread_counts().into_iter().flat_map(|t| [(t, false), (t, true)]).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A single-threaded session has no pool to spin: spinning is tried only where there is one.
+    let mut settings: Vec<(usize, usize, bool)> = thread_counts()
+        .into_iter()
+        .flat_map(|t| if t == 1 { vec![(1, 1, false)] } else { vec![(1, t, false), (1, t, true)] })
+        .collect();
+    settings.push((cores, 1, false));
     if !settings.contains(&own) {
         settings.push(own);
     }
-    for (threads, spinning) in settings {
-        {
-            let cfg = InferenceConfig { intra_threads: threads, spinning: Some(spinning), ..config.inference.clone() };
-            let metrics = Arc::new(Metrics::new());
-            let runtime = Runtime::load(&cfg)?;
-            let detector = Arc::new(Detector::load(&config.models, &runtime, &cfg, metrics.clone())?);
-            for callers in CALLERS {
-                let s = measure(&detector, &frames, &metrics, threads, spinning, callers);
-                eprintln!("  {s}, {callers} caller(s): {:.1} fps, {:.1} ms in the model", s.fps, s.model_ms);
-                match best.iter_mut().find(|b| b.callers == callers) {
-                    Some(b) if b.fps >= s.fps => {}
-                    Some(b) => *b = s,
-                    None => best.push(s),
-                }
-                if (threads, spinning) == own {
-                    configured.push(s);
-                }
+    for (sessions, threads, spinning) in settings {
+        let cfg =
+            InferenceConfig { sessions, intra_threads: threads, spinning: Some(spinning), ..config.inference.clone() };
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::load(&cfg)?;
+        let detector = Arc::new(Detector::load(&config.models, &runtime, &cfg, metrics.clone())?);
+        for callers in CALLERS {
+            let s = measure(&detector, &frames, &metrics, (sessions, threads, spinning), callers);
+            eprintln!("  {s}, {callers} caller(s): {:.1} fps, {:.1} ms in the model", s.fps, s.model_ms);
+            match best.iter_mut().find(|b| b.callers == callers) {
+                Some(b) if b.fps >= s.fps => {}
+                Some(b) => *b = s,
+                None => best.push(s),
+            }
+            if (sessions, threads, spinning) == own {
+                configured.push(s);
             }
         }
     }
     Ok(Limits { decode_fps, best, configured })
 }
 
-/// The (threads, spinning) a config really runs with: 0 threads is one per core.
-fn effective(cfg: &InferenceConfig) -> (usize, bool) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (if cfg.intra_threads == 0 { cores } else { cfg.intra_threads }, Workload::Frames.spins(cfg))
+/// The (sessions, threads, spinning) the detector really runs with under `cfg`.
+fn effective(cfg: &InferenceConfig) -> (usize, usize, bool) {
+    let threads = Workload::Frames.threads(cfg);
+    (Workload::Frames.sessions(cfg), threads, threads > 1 && Workload::Frames.spins(cfg))
 }
 
 fn measure(
     detector: &Arc<Detector>,
     frames: &Arc<Vec<Frame>>,
     metrics: &Metrics,
-    threads: usize,
-    spinning: bool,
+    (sessions, threads, spinning): (usize, usize, bool),
     callers: usize,
 ) -> Setting {
     // One warm-up call: the first run plans memory and is not representative.
@@ -139,7 +147,7 @@ fn measure(
     let secs = started.elapsed().as_secs_f64();
     let fps = done as f64 / secs;
     let model_ms = (model_seconds(metrics) - model_before) * 1000.0 / done.max(1) as f64;
-    Setting { threads, spinning, callers, fps, model_ms, call_ms: 1000.0 / fps }
+    Setting { sessions, threads, spinning, callers, fps, model_ms, call_ms: 1000.0 / fps }
 }
 
 /// Seconds spent in model calls so far, all models.

@@ -78,9 +78,12 @@ pub struct PipelineArgs {
     /// not queued, when analysis is behind), for latency and memory under overload.
     #[arg(long)]
     live: bool,
-    /// The pipeline's intra-op threads per model (`[inference] intra_threads`; 0: one per core).
+    /// The pipeline's intra-op threads per session (`[inference] intra_threads`; 0: the default).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// The pipeline's detector sessions (`[inference] sessions`; 0: one per core, up to 8).
+    #[arg(long, default_value_t = 0)]
+    sessions: usize,
     /// Whether the pipeline's idle intra-op threads spin (`[inference] spinning`; default: the
     /// detector's do, the plate models' don't).
     #[arg(long)]
@@ -202,12 +205,13 @@ fn config(args: &PipelineArgs, source: &str, cameras: usize, stages: Stages, dir
     let mut toml = format!(
         "[database]\nurl = \"sqlite://{}\"\n[redis]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
-         [inference]\nintra_threads = {}\n{}",
+         [inference]\nintra_threads = {}\nsessions = {}\n{}",
         dir.join("bench.db").display(),
         args.redis,
         dir.join("snaps").display(),
         models.display(),
         args.threads,
+        args.sessions,
         args.spinning.map_or(String::new(), |s| format!("spinning = {s}\n"))
     );
     for i in 0..cameras {
