@@ -200,8 +200,8 @@ pub struct InferenceConfig {
     /// GPU index for `cuda`/`tensorrt`. Default 0.
     #[serde(default)]
     pub device_id: i32,
-    /// Intra-op threads per session. Default 0: one per detector session (there is a session per
-    /// core instead), one per core for the plate models.
+    /// Intra-op threads per session. Default 0: the cores shared among the detector's sessions,
+    /// every core for the plate models.
     #[serde(default)]
     pub intra_threads: usize,
     /// Let idle intra-op threads spin (`true`/`false`). Default: the detector's threads spin
@@ -210,9 +210,10 @@ pub struct InferenceConfig {
     /// second, and their spinning took CPU from the detector).
     #[serde(default)]
     pub spinning: Option<bool>,
-    /// Sessions of the detector, each on its own thread, serving one queue. Default 0: one per
-    /// core, up to 8. N sessions of one thread used 2 cores better than one session of two
-    /// threads at 4 and 8 cameras, and as well at one (README "Performance").
+    /// Sessions of the detector, each on its own thread, serving one queue. Default 0: one
+    /// session when the config has fewer detecting cameras than cores, else one per core (up to
+    /// 8). N single-threaded sessions used 2 cores better than one 2-thread session at 4 and 8
+    /// cameras, and worse at one (README "Performance").
     #[serde(default)]
     pub sessions: usize,
     /// Most requests run as one call. Default 8.

@@ -62,11 +62,11 @@ impl Workload {
         cfg.spinning.unwrap_or(self == Workload::Frames)
     }
 
-    /// Intra-op threads per session under `cfg`: as configured, else one for frames (which get
-    /// a session per core instead, see [`Workload::sessions`]) and one per core for regions.
+    /// Intra-op threads per session under `cfg`: as configured, else the cores shared among the
+    /// sessions for frames, and every core for regions.
     pub fn threads(self, cfg: &InferenceConfig) -> usize {
         match (cfg.intra_threads, self) {
-            (0, Workload::Frames) => 1,
+            (0, Workload::Frames) => (cores() / self.sessions(cfg)).max(1),
             (0, Workload::Regions) => cores(),
             (n, _) => n,
         }
@@ -81,6 +81,20 @@ impl Workload {
             (n, Workload::Frames) => n,
         }
     }
+}
+
+/// `cfg` with the detector's sessions decided for `cameras` cameras, where it leaves them to
+/// vigil. A camera has one detection in flight at a time, so fewer cameras than cores get one
+/// session with a thread per core (which spin: a lone camera's calls come back to back); more get
+/// one single-threaded session per core, whose calls run side by side without waiting on each
+/// other's threads.
+pub fn sized_for(cfg: &InferenceConfig, cameras: usize) -> InferenceConfig {
+    let sessions = match cfg.sessions {
+        0 if cameras < cores() => 1,
+        0 => cores().min(8),
+        n => n,
+    };
+    InferenceConfig { sessions, ..cfg.clone() }
 }
 
 /// The cores this process may use.

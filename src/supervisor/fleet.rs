@@ -570,7 +570,10 @@ impl Models {
         let failed = |what: &str, e: &dyn std::fmt::Display| FleetError::Models(format!("{what}: {e}"));
         let runtime = Runtime::load(&settings.inference).map_err(|e| failed("loading ONNX Runtime", &e))?;
         if self.detector.is_none() {
-            let d = Detector::load(&settings.models, &runtime, &settings.inference, metrics.clone())
+            let detecting = settings.cameras.iter().filter(|c| c.detection.enabled).count();
+            let inference = crate::inference::sized_for(&settings.inference, detecting);
+            let runtime = Runtime::load(&inference).map_err(|e| failed("loading ONNX Runtime", &e))?;
+            let d = Detector::load(&settings.models, &runtime, &inference, metrics.clone())
                 .map_err(|e| failed("loading the object detector", &e))?;
             self.detector = Some(Arc::new(d));
         }

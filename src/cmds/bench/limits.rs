@@ -52,7 +52,7 @@ pub struct Limits {
     pub decode_fps: f64,
     /// The best setting at each caller count.
     pub best: Vec<Setting>,
-    /// The pipeline's own `[inference]` setting at each caller count.
+    /// The pipeline's own `[inference]` setting at each caller count (as many cameras).
     pub configured: Vec<Setting>,
 }
 
@@ -75,7 +75,7 @@ pub fn thread_counts() -> Vec<usize> {
 /// Sweep the detector's settings on `frames` (`config`'s models and library).
 pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::Result<Limits> {
     let frames = Arc::new(frames.to_vec());
-    let own = effective(&config.inference);
+    let own: Vec<_> = CALLERS.iter().map(|&c| effective(&config.inference, c)).collect();
     let mut best: Vec<Setting> = Vec::new();
     let mut configured = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -85,8 +85,10 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
         .flat_map(|t| if t == 1 { vec![(1, 1, false)] } else { vec![(1, t, false), (1, t, true)] })
         .collect();
     settings.push((cores, 1, false));
-    if !settings.contains(&own) {
-        settings.push(own);
+    for o in &own {
+        if !settings.contains(o) {
+            settings.push(*o);
+        }
     }
     for (sessions, threads, spinning) in settings {
         let cfg =
@@ -102,18 +104,21 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
                 Some(b) => *b = s,
                 None => best.push(s),
             }
-            if (sessions, threads, spinning) == own {
+            if own[CALLERS.iter().position(|&c| c == callers).expect("a caller count")] == (sessions, threads, spinning)
+            {
                 configured.push(s);
             }
         }
     }
+    configured.sort_by_key(|s: &Setting| s.callers);
     Ok(Limits { decode_fps, best, configured })
 }
 
-/// The (sessions, threads, spinning) the detector really runs with under `cfg`.
-fn effective(cfg: &InferenceConfig) -> (usize, usize, bool) {
-    let threads = Workload::Frames.threads(cfg);
-    (Workload::Frames.sessions(cfg), threads, threads > 1 && Workload::Frames.spins(cfg))
+/// The (sessions, threads, spinning) the detector runs with under `cfg` for `cameras` cameras.
+fn effective(cfg: &InferenceConfig, cameras: usize) -> (usize, usize, bool) {
+    let cfg = vigil::inference::sized_for(cfg, cameras);
+    let threads = Workload::Frames.threads(&cfg);
+    (Workload::Frames.sessions(&cfg), threads, threads > 1 && Workload::Frames.spins(&cfg))
 }
 
 fn measure(
