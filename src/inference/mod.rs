@@ -77,7 +77,7 @@ impl Workload {
     pub fn sessions(self, cfg: &InferenceConfig) -> usize {
         match (cfg.sessions, self) {
             (_, Workload::Regions) => 1,
-            (0, Workload::Frames) => cores().min(8),
+            (0, Workload::Frames) => cores().min(MAX_SESSIONS),
             (n, Workload::Frames) => n,
         }
     }
@@ -91,14 +91,16 @@ impl Workload {
 pub fn sized_for(cfg: &InferenceConfig, cameras: usize) -> InferenceConfig {
     let sessions = match cfg.sessions {
         0 if cameras < cores() => 1,
-        0 => cores().min(8),
-        n => n,
+        _ => Workload::Frames.sessions(cfg),
     };
     InferenceConfig { sessions, ..cfg.clone() }
 }
 
+/// Most detector sessions vigil opens on its own: past this, more sessions only add memory.
+const MAX_SESSIONS: usize = 8;
+
 /// The cores this process may use.
-fn cores() -> usize {
+pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -2,9 +2,10 @@
 //! alone, whatever vigil's own settings are.
 //!
 //! Inference is swept over one session of 1, 2, 4, … up to the cores intra-op threads, spinning
-//! on and off, and over one single-threaded session per core, at 1, 2, 4 and 8 concurrent callers (the batching service merges concurrent calls, so the
-//! callers also try every batch size it can form). The best of each is the limit, and the report
-//! names the setting that reached it, beside what the pipeline's own setting reaches.
+//! on and off, and over one single-threaded session per core, at 1, 2, 4 and 8 concurrent
+//! callers (the batching service merges concurrent calls, so the callers also try every batch
+//! size it can form). The best of each is the limit, and the report names the setting that
+//! reached it, beside what the pipeline's own setting reaches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ impl Limits {
 
 /// Thread counts worth trying on this machine: powers of two below the cores, and the cores.
 pub fn thread_counts() -> Vec<usize> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = vigil::inference::cores();
     let mut out: Vec<usize> = std::iter::successors(Some(1usize), |t| Some(t * 2)).take_while(|&t| t < cores).collect();
     out.push(cores);
     out
@@ -78,7 +79,7 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
     let own: Vec<_> = CALLERS.iter().map(|&c| effective(&config.inference, c)).collect();
     let mut best: Vec<Setting> = Vec::new();
     let mut configured = Vec::new();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = vigil::inference::cores();
     // A single-threaded session has no pool to spin: spinning is tried only where there is one.
     let mut settings: Vec<(usize, usize, bool)> = thread_counts()
         .into_iter()
@@ -96,7 +97,7 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::load(&cfg)?;
         let detector = Arc::new(Detector::load(&config.models, &runtime, &cfg, metrics.clone())?);
-        for callers in CALLERS {
+        for (&callers, own) in CALLERS.iter().zip(&own) {
             let s = measure(&detector, &frames, &metrics, (sessions, threads, spinning), callers);
             eprintln!("  {s}, {callers} caller(s): {:.1} fps, {:.1} ms in the model", s.fps, s.model_ms);
             match best.iter_mut().find(|b| b.callers == callers) {
@@ -104,8 +105,7 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
                 Some(b) => *b = s,
                 None => best.push(s),
             }
-            if own[CALLERS.iter().position(|&c| c == callers).expect("a caller count")] == (sessions, threads, spinning)
-            {
+            if *own == (sessions, threads, spinning) {
                 configured.push(s);
             }
         }

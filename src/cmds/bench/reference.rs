@@ -67,8 +67,7 @@ impl Reference {
         detect_fps: f64,
         redis: &str,
     ) -> anyhow::Result<RefRun> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fits = (cores / cameras).max(1);
+        let fits = (vigil::inference::cores() / cameras).max(1);
         let mut best: Option<RefRun> = None;
         for threads in super::limits::thread_counts().into_iter().filter(|&t| t <= fits) {
             for spinning in [true, false] {
