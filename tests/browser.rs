@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{Redis, Vigil, free_port, media};
+use common::{PortHold, Redis, Vigil, free_port, media};
 use serde_json::{Value, json};
 use vigil::sample::SampleServer;
 
@@ -91,7 +91,8 @@ impl Drop for Driver {
 async fn the_page_shows_events_live() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    let (api_port, rtsp_port) = (free_port(), free_port());
+    let (api_port, rtsp) = (free_port(), PortHold::new());
+    let rtsp_port = rtsp.port();
     let config = format!(
         "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{api_port}\"\ntoken = \"{TOKEN}\"\n[redis]\nurl = \"{}\"\n\
          [storage]\nsnapshots_dir = \"{}\"\n[[cameras]]\nid = \"lobby\"\nurl = \"rtsp://127.0.0.1:{rtsp_port}/cam\"\n\

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Redis, Vigil, camera_states, cameras_config as config, free_port, media};
+use common::{PortHold, Redis, Vigil, camera_states, cameras_config as config, free_port, media};
 use serde_json::Value;
 use vigil::events::{EventType, Store};
 use vigil::sample::SampleServer;
@@ -57,8 +57,9 @@ async fn a_dead_rtsp_server_backs_off_reconnects_and_spares_the_other_camera() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
     let video = media("car-detection.mp4");
-    let a = SampleServer::start(&video, "a", 0).unwrap();
-    let port_a = a.port();
+    let hold_a = PortHold::new();
+    let port_a = hold_a.port();
+    let a = SampleServer::start(&video, "a", port_a).unwrap();
     let b = SampleServer::start(&video, "b", 0).unwrap();
     let api = free_port();
     let (toml, db) = config(dir.path(), &redis.url(), api, &[("a", a.url()), ("b", b.url())]);

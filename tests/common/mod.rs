@@ -15,9 +15,31 @@ pub fn media(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("test asset {name} not found in ../shared/media or media/ (run scripts/setup)"))
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, for a server that binds it at once.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port kept out of the kernel's ephemeral pool, for a server that comes up late or comes
+/// back: between [`free_port`] and a late bind, any outgoing connection on the machine (or a
+/// client retrying that very port, which can then connect to itself) may take it. The socket is
+/// bound with SO_REUSEADDR and never listens, so connections to the port are refused, and
+/// servers that also set SO_REUSEADDR (GStreamer's RTSP server, redis-server) bind beside it.
+pub struct PortHold {
+    socket: tokio::net::TcpSocket,
+}
+
+impl PortHold {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Self { socket }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
 }
 
 /// A real `redis-server` on its own port; killed on drop.
@@ -25,32 +47,38 @@ pub struct Redis {
     pub port: u16,
     password: Option<String>,
     child: Option<Child>,
+    /// Keeps the port while the server is down: before `resume()` and after `kill()`.
+    hold: PortHold,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        Self::start_on(free_port(), None)
+        Self::start_with(None)
     }
 
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_on(free_port(), Some(password.to_string()))
+        Self::start_with(Some(password.to_string()))
     }
 
     /// A server that is not running yet: `url()` points at a closed port until `resume()`.
     pub fn stopped() -> Self {
-        Self { port: free_port(), password: None, child: None }
+        let hold = PortHold::new();
+        Self { port: hold.port(), password: None, child: None, hold: hold }
     }
 
-    fn start_on(port: u16, password: Option<String>) -> Self {
-        let mut r = Self { port, password, child: None };
-        // Another test may take the free port first; then redis-server exits and a new port is tried.
+    fn start_with(password: Option<String>) -> Self {
+        let mut r = Self::stopped();
+        r.password = password;
+        // A server that does not set SO_REUSEADDR may still take the port; then redis-server
+        // exits and another port is tried.
         for _ in 0..5 {
             r.resume();
             std::thread::sleep(Duration::from_millis(50));
             if r.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none()) {
                 return r;
             }
-            r.port = free_port();
+            r.hold = PortHold::new();
+            r.port = r.hold.port();
         }
         panic!("redis-server would not stay up");
     }
