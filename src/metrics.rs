@@ -18,6 +18,8 @@ pub struct Metrics {
     events_dropped: IntCounterVec,
     /// Saved events not yet published.
     pub outbox_backlog: IntGauge,
+    /// Events held in the local journal, waiting for the database.
+    pub journal_backlog: IntGauge,
     /// Failed Redis commands.
     pub redis_errors: IntCounter,
     /// Failed database statements.
@@ -80,6 +82,10 @@ impl Metrics {
         let outbox_backlog =
             IntGauge::new("vigil_outbox_backlog", "Saved events not yet published").expect("valid metric");
         r.register(Box::new(outbox_backlog.clone())).expect("unique metric");
+        let journal_backlog =
+            IntGauge::new("vigil_journal_backlog", "Events held in the local journal, waiting for the database")
+                .expect("valid metric");
+        r.register(Box::new(journal_backlog.clone())).expect("unique metric");
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let h =
                 HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"]).expect("valid metric");
@@ -129,7 +135,7 @@ impl Metrics {
             events_dropped: counter_vec(
                 &r,
                 "vigil_events_dropped_total",
-                "Events dropped because the database was down too long",
+                "Events dropped before they were saved: the database and the journal both unavailable",
                 &["type"],
             ),
             webhook_posts: counter_vec(
@@ -143,6 +149,7 @@ impl Metrics {
             snapshot_errors: counter(&r, "vigil_snapshot_errors_total", "Snapshots not encoded or not written"),
             queue_depth,
             outbox_backlog,
+            journal_backlog,
             registry: r,
         }
     }

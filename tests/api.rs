@@ -40,15 +40,16 @@ async fn start(token: Option<&str>) -> Api {
     let recorder = Recorder {
         store: store.clone(),
         snapshots_dir: dir.path().join("snaps"),
+        journal_dir: dir.path().join("journal"),
         metrics: metrics.clone(),
         to_publisher,
         lagged: Arc::new(AtomicBool::new(false)),
         live: live.clone(),
     };
-    tokio::spawn(recorder.run(rx));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(recorder.run(rx, shutdown.clone()));
     let registry = Arc::new(Registry::default());
     registry.add("gate-1", metrics.camera("gate-1"));
-    let shutdown = CancellationToken::new();
     let parts = common::ApiParts {
         store: store.clone(),
         metrics,

@@ -75,13 +75,14 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
     let recorder = Recorder {
         store: store.clone(),
         snapshots_dir: dir.path().join("snaps"),
+        journal_dir: dir.path().join("journal"),
         metrics: Arc::new(Metrics::new()),
         to_publisher,
         lagged: lagged.clone(),
         live: tokio::sync::broadcast::channel(16).0,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let task = tokio::spawn(recorder.run(rx));
+    let task = tokio::spawn(recorder.run(rx, Default::default()));
     let plate = |text: &str, key: &str| NewEvent {
         key: Some(key.into()),
         event_type: EventType::Anpr,
@@ -155,6 +156,7 @@ async fn the_recorder_encodes_ahead_but_saves_and_publishes_in_arrival_order() {
     let recorder = vigil::events::Recorder {
         store: store.clone(),
         snapshots_dir: dir.path().join("snaps"),
+        journal_dir: dir.path().join("journal"),
         metrics: Arc::new(vigil::metrics::Metrics::new()),
         to_publisher,
         lagged: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -171,7 +173,9 @@ async fn the_recorder_encodes_ahead_but_saves_and_publishes_in_arrival_order() {
         events.send(ev).await.unwrap();
     }
     drop(events);
-    tokio::time::timeout(std::time::Duration::from_secs(60), recorder.run(rx)).await.expect("recorder finishes");
+    tokio::time::timeout(std::time::Duration::from_secs(60), recorder.run(rx, Default::default()))
+        .await
+        .expect("recorder finishes");
 
     let mut order = Vec::new();
     while let Ok(ev) = published.try_recv() {

@@ -17,7 +17,9 @@ impl From<FleetError> for ApiError {
             FleetError::Invalid { .. } | FleetError::Config(_) => StatusCode::BAD_REQUEST,
             FleetError::NotFound(_) => StatusCode::NOT_FOUND,
             FleetError::Exists(_) | FleetError::FileOwned { .. } | FleetError::NoFile => StatusCode::CONFLICT,
-            FleetError::Models(_) | FleetError::Store(_) | FleetError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+            FleetError::Models(_) | FleetError::Store(_) | FleetError::Stopping | FleetError::DatabaseSlow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         Self(status, crate::redact::redact(&e.to_string()))
     }

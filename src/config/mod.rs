@@ -150,11 +150,22 @@ pub struct StorageConfig {
     /// Delete events and snapshots older than this many days. Default: keep forever.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Where events wait, on local disk, while the database is unreachable and across a
+    /// restart. Default: `journal` beside `snapshots_dir`.
+    #[serde(default)]
+    pub journal_dir: Option<PathBuf>,
+}
+
+impl StorageConfig {
+    /// `journal_dir`, or its default.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.journal_dir.clone().unwrap_or_else(|| self.snapshots_dir.with_file_name("journal"))
+    }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { snapshots_dir: default_snapshots_dir(), retention_days: None }
+        Self { snapshots_dir: default_snapshots_dir(), retention_days: None, journal_dir: None }
     }
 }
 

@@ -9,6 +9,7 @@
 //! sends committed rows and marks them published afterwards, so delivery is at least once and
 //! consumers dedupe on `id`.
 
+pub mod journal;
 pub mod publish;
 pub mod recorder;
 pub mod retention;

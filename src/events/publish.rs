@@ -112,8 +112,8 @@ impl Publisher {
             };
             let Some(first) = first else {
                 // The recorder is done; anything it could not hand over is in the outbox.
-                if self.drain_backlog().await.is_err() {
-                    warn!("redis unreachable at shutdown; unpublished events go out at the next start");
+                if let Err(e) = self.drain_backlog().await {
+                    warn!("outbox not drained at shutdown ({e}); unpublished events go out at the next start");
                 }
                 return;
             };

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -52,6 +52,17 @@ pub enum FleetError {
     Store(#[from] StoreError),
     #[error("vigil is shutting down")]
     Stopping,
+    #[error("the database did not answer within {}s; nothing was changed", DB_WAIT.as_secs_f32())]
+    DatabaseSlow,
+}
+
+/// How long a camera change waits for the database before it is refused: the API answers
+/// promptly during an outage, and the fleet's lock is never held for a pool's whole timeout.
+const DB_WAIT: Duration = Duration::from_millis(1500);
+
+/// `op` on the database, refused after [`DB_WAIT`].
+async fn db<T>(op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, FleetError> {
+    tokio::time::timeout(DB_WAIT, op).await.map_err(|_| FleetError::DatabaseSlow)?.map_err(FleetError::from)
 }
 
 /// Where a running camera's settings come from.
@@ -204,15 +215,17 @@ impl Fleet {
         if state.wanted.contains_key(&cam.id) {
             return Err(FleetError::Exists(cam.id));
         }
-        self.store.save_camera(&cam.id, &body.to_string()).await?;
+        db(self.store.save_camera(&cam.id, &body.to_string())).await?;
         let id = cam.id.clone();
         state.wanted.insert(id.clone(), Wanted { config: cam, origin: Origin::Api });
         if let Some(e) = self.sync(&mut state).await.remove(&id) {
             state.wanted.remove(&id);
-            self.store.forget_camera(&id).await?;
+            db(self.store.forget_camera(&id)).await?;
             return Err(e);
         }
-        self.announce(&state, &id, "added", Origin::Api).await;
+        let events = state.events.clone();
+        drop(state);
+        announce(events, &[(&id, "added")], Origin::Api).await;
         Ok(id)
     }
 
@@ -221,12 +234,14 @@ impl Fleet {
         let (cam, body) = parse_body(body, Some(id), self.settings.server.api_file_sources)?;
         let mut state = self.state.lock().await;
         self.owned_by_api(&state, id)?;
-        self.store.save_camera(id, &body.to_string()).await?;
+        db(self.store.save_camera(id, &body.to_string())).await?;
         state.wanted.insert(id.to_string(), Wanted { config: cam, origin: Origin::Api });
         if let Some(e) = self.sync(&mut state).await.remove(id) {
             return Err(e);
         }
-        self.announce(&state, id, "updated", Origin::Api).await;
+        let events = state.events.clone();
+        drop(state);
+        announce(events, &[(id, "updated")], Origin::Api).await;
         Ok(())
     }
 
@@ -234,10 +249,12 @@ impl Fleet {
     pub async fn remove(&self, id: &str) -> Result<(), FleetError> {
         let mut state = self.state.lock().await;
         self.owned_by_api(&state, id)?;
-        self.store.forget_camera(id).await?;
+        db(self.store.forget_camera(id)).await?;
         state.wanted.remove(id);
         self.sync(&mut state).await;
-        self.announce(&state, id, "removed", Origin::Api).await;
+        let events = state.events.clone();
+        drop(state);
+        announce(events, &[(id, "removed")], Origin::Api).await;
         Ok(())
     }
 
@@ -278,7 +295,7 @@ impl Fleet {
                 Some(w) => {
                     if w.origin == Origin::Api {
                         warn!(camera = %id, "camera added through the API is now in {}; the file wins", self.file_name());
-                        self.store.forget_camera(&id).await?;
+                        db(self.store.forget_camera(&id)).await?;
                     }
                     diff.restarted.push(id.clone());
                 }
@@ -291,11 +308,14 @@ impl Fleet {
         for (id, reason) in &diff.failed {
             error!(camera = %id, "camera from the reloaded file not started: {reason}");
         }
-        for (change, ids) in [("removed", &diff.removed), ("updated", &diff.restarted), ("added", &diff.added)] {
-            for id in ids {
-                self.announce(&state, id, change, Origin::File).await;
-            }
-        }
+        let events = state.events.clone();
+        drop(state);
+        let changes: Vec<(&str, &str)> =
+            [("removed", &diff.removed), ("updated", &diff.restarted), ("added", &diff.added)]
+                .into_iter()
+                .flat_map(|(change, ids)| ids.iter().map(move |id| (id.as_str(), change)))
+                .collect();
+        announce(events, &changes, Origin::File).await;
         info!(added = ?diff.added, removed = ?diff.removed, restarted = ?diff.restarted, unchanged = diff.unchanged.len(), "config reloaded");
         Ok(diff)
     }
@@ -434,13 +454,13 @@ impl Fleet {
     /// Merge the cameras saved by the API (possibly by another process) into the wanted set;
     /// the file wins an id clash.
     async fn refresh_saved(&self, state: &mut State) -> Result<(), FleetError> {
-        let saved = self.store.saved_cameras().await?;
+        let saved = db(self.store.saved_cameras()).await?;
         let ids: std::collections::HashSet<&str> = saved.iter().map(|(id, _)| id.as_str()).collect();
         state.wanted.retain(|id, w| w.origin == Origin::File || ids.contains(id.as_str()));
         for (id, body) in &saved {
             if state.wanted.get(id).is_some_and(|w| w.origin == Origin::File) {
                 warn!(camera = %id, "camera is in {} and was also added through the API; the file wins and the API one is forgotten", self.file_name());
-                self.store.forget_camera(id).await?;
+                db(self.store.forget_camera(id)).await?;
                 continue;
             }
             // Checked as an API body again: a row saved by an older version, or written into the
@@ -550,12 +570,15 @@ impl Fleet {
             .map_err(|reason| FleetError::Invalid { field: "detection".into(), reason })?;
         Ok(Some(stage))
     }
+}
 
-    async fn announce(&self, state: &State, id: &str, change: &str, origin: Origin) {
-        if let Some(events) = &state.events {
-            info!(camera = %id, ?origin, "camera {change}");
-            camera::camera_event(events, id, json!({ "state": change, "source": origin })).await;
-        }
+/// Send `camera` events for `(id, change)`s. Called without the fleet's lock: the send may wait
+/// for room in the event queue.
+async fn announce(events: Option<mpsc::Sender<NewEvent>>, changes: &[(&str, &str)], origin: Origin) {
+    let Some(events) = events else { return };
+    for (id, change) in changes {
+        info!(camera = %id, ?origin, "camera {change}");
+        camera::camera_event(&events, id, json!({ "state": change, "source": origin })).await;
     }
 }
 

@@ -35,8 +35,14 @@ const EVENT_QUEUE: usize = 128;
 /// The API's own database connections (lists, one event, live-stream replays), apart from the
 /// ones event writes use, so no number of API clients can hold up the recorder.
 const API_DB_CONNECTIONS: u32 = 2;
-/// How long the publisher may keep trying after the cameras have stopped.
-const PUBLISH_GRACE: Duration = Duration::from_secs(2);
+/// Shutdown takes at most about this long: the recorder writes for up to its `DRAIN` and
+/// journals the rest, the publisher gets what is left of [`PUBLISH_BY`], and the API's open
+/// streams are cut at the end.
+const SHUTDOWN_BY: Duration = Duration::from_millis(4500);
+/// The publisher's share of [`SHUTDOWN_BY`]: it may keep publishing until this long after the
+/// signal (and for at least [`PUBLISH_MIN`]).
+const PUBLISH_BY: Duration = Duration::from_millis(3500);
+const PUBLISH_MIN: Duration = Duration::from_millis(300);
 
 /// Where a config came from, and which of its cameras this process runs.
 #[derive(Debug, Default)]
@@ -86,12 +92,13 @@ pub async fn run(
     let recorder = Recorder {
         store: store.clone(),
         snapshots_dir: config.storage.snapshots_dir.clone(),
+        journal_dir: config.storage.journal_dir(),
         metrics: metrics.clone(),
         to_publisher: publish_tx,
         lagged,
         live: live.clone(),
     };
-    let recorder = tokio::spawn(recorder.run(events_rx));
+    let recorder = tokio::spawn(recorder.run(events_rx, shutdown.clone()));
     for hook in &config.webhooks {
         let webhook = Webhook::new(hook.clone(), store.clone(), metrics.clone())
             .with_context(|| format!("setting up webhook {}", hook.key()))?;
@@ -134,13 +141,19 @@ pub async fn run(
     let api = tokio::spawn(api::serve(listener, api_state, shutdown.clone()));
 
     shutdown.cancelled().await;
+    let signalled = tokio::time::Instant::now();
     info!("shutting down: stopping sources, draining frames and events");
     fleet.stop_all().await;
     let _ = recorder.await;
-    if tokio::time::timeout(PUBLISH_GRACE, publisher).await.is_err() {
-        warn!("publisher still busy after {PUBLISH_GRACE:?}; unpublished events stay in the outbox");
+    let abort = publisher.abort_handle();
+    let publish_by = (signalled + PUBLISH_BY).max(tokio::time::Instant::now() + PUBLISH_MIN);
+    if tokio::time::timeout_at(publish_by, publisher).await.is_err() {
+        // Stopped, not left running: its database or Redis call would hold up closing the pools.
+        abort.abort();
+        warn!("publisher still busy at shutdown; unpublished events stay in the outbox for the next start");
     }
-    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), api).await {
+    let api_by = (signalled + SHUTDOWN_BY).max(tokio::time::Instant::now() + PUBLISH_MIN);
+    if let Ok(Ok(Err(e))) = tokio::time::timeout_at(api_by, api).await {
         warn!("HTTP API: {e}");
     }
     api_store.close().await;

@@ -63,7 +63,7 @@ impl Redis {
     /// A server that is not running yet: `url()` points at a closed port until `resume()`.
     pub fn stopped() -> Self {
         let hold = PortHold::new();
-        Self { port: hold.port(), password: None, child: None, hold: hold }
+        Self { port: hold.port(), password: None, child: None, hold }
     }
 
     fn start_with(password: Option<String>) -> Self {
