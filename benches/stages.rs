@@ -53,6 +53,8 @@ fn frame_channel(c: &mut Criterion) {
 fn event_json(c: &mut Criterion) {
     let ev = Event {
         id: 123,
+        revision: 0,
+        seq: 0,
         event_type: EventType::Motion,
         camera_id: "gate-1".into(),
         timestamp: chrono::Utc::now(),

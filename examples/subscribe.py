@@ -5,7 +5,7 @@
 
 Pub/Sub is fire-and-forget: events published while this runs are seen, others are not. For
 at-least-once delivery read the stream with a consumer group (stream_group.py), and after a gap
-rebuild state with `vigil replay --after-id LAST_ID`. Events carry a database `id`: dedupe on it.
+rebuild state with `vigil replay --after-id LAST_ID`. Events carry a database `id` and a `revision`: dedupe on the pair.
 Needs the `redis` package (Debian: python3-redis; pip: redis).
 """
 import argparse

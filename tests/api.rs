@@ -20,7 +20,7 @@ struct Api {
     store: Store,
     events: mpsc::Sender<NewEvent>,
     _dir: tempfile::TempDir,
-    _publisher_rx: mpsc::Receiver<Event>,
+    _publisher_rx: Option<mpsc::Receiver<Event>>,
     shutdown: CancellationToken,
 }
 
@@ -31,23 +31,46 @@ impl Drop for Api {
 }
 
 async fn start(token: Option<&str>) -> Api {
+    start_with(token, None, None).await
+}
+
+/// The API over the recorder, and, when given, the real publisher to Redis and a webhook.
+async fn start_with(
+    token: Option<&str>,
+    redis: Option<vigil::config::RedisConfig>,
+    webhook: Option<vigil::config::WebhookConfig>,
+) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
     let metrics = Arc::new(Metrics::new());
     let (live, _) = broadcast::channel(64);
     let (to_publisher, publisher_rx) = mpsc::channel(1024);
     let (events, rx) = mpsc::channel(64);
+    let lagged = Arc::new(AtomicBool::new(false));
     let recorder = Recorder {
         store: store.clone(),
         snapshots_dir: dir.path().join("snaps"),
         journal_dir: dir.path().join("journal"),
         metrics: metrics.clone(),
         to_publisher,
-        lagged: Arc::new(AtomicBool::new(false)),
+        lagged: lagged.clone(),
         live: live.clone(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(recorder.run(rx, shutdown.clone()));
+    let publisher_rx = match redis {
+        Some(cfg) => {
+            let up = Arc::new(AtomicBool::new(false));
+            let publisher = vigil::events::Publisher::new(cfg, store.clone(), metrics.clone(), lagged, up).unwrap();
+            tokio::spawn(publisher.run(publisher_rx, shutdown.clone()));
+            None
+        }
+        None => Some(publisher_rx),
+    };
+    if let Some(cfg) = webhook {
+        let hook = vigil::events::Webhook::new(cfg, store.clone(), metrics.clone()).unwrap();
+        tokio::spawn(hook.run(live.subscribe(), shutdown.clone()));
+    }
     let registry = Arc::new(Registry::default());
     registry.add("gate-1", metrics.camera("gate-1"));
     let parts = common::ApiParts {
@@ -158,7 +181,8 @@ async fn pages_filters_and_bad_input() {
         vec![row(11), row(14), row(17)]
     );
     let one: Event = reqwest::get(format!("{}/api/events/{}", api.base, row(3))).await.unwrap().json().await.unwrap();
-    assert_eq!(one, api.store.get(row(3)).await.unwrap().unwrap(), "rows are the event contract");
+    let saved = api.store.get(row(3)).await.unwrap().unwrap();
+    assert_eq!(json!(one), json!(saved), "rows are the event contract");
     let until = vigil::events::format_ts(&one.timestamp);
     assert_eq!(ids_of(&format!("{}/api/events?until={until}&order=oldest", api.base)).await, ids[..3].to_vec());
 
@@ -370,4 +394,108 @@ async fn live_streams_beyond_the_cap_get_503_and_events_keep_being_saved() {
         assert!(std::time::Instant::now() < deadline, "the closed stream's place was not given back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A plate read of track 1 on gate-1; reads of one track share a key, so a later one revises.
+fn plate_read(plate: &str) -> NewEvent {
+    NewEvent {
+        key: Some("anpr:gate-1:1".into()),
+        ..event("gate-1", EventType::Anpr, json!({"plate": plate, "track_id": 1}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revised_plate_goes_out_again_with_revision_1_everywhere() {
+    let redis = common::Redis::start();
+    let stream_key = "revisions";
+    let (hook_port, received) = {
+        let port = common::free_port();
+        (port, hook_endpoint(port).await)
+    };
+    let redis_cfg = vigil::config::RedisConfig {
+        url: redis.url(),
+        stream: Some(stream_key.into()),
+        ..vigil::config::RedisConfig::default()
+    };
+    let hook: vigil::config::WebhookConfig =
+        toml::from_str(&format!("url = \"http://127.0.0.1:{hook_port}/hook\"\nevents = [\"anpr\"]")).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("events").await.unwrap();
+    let api = start_with(None, Some(redis_cfg), Some(hook)).await;
+    let live_sse = reqwest::get(format!("{}/api/events/stream?camera=gate-1", api.base)).await.unwrap();
+    let mut live_sse = live_sse.bytes_stream();
+
+    let id = record(&api, plate_read("AB123CO")).await;
+    api.events.send(plate_read("AB123CD")).await.unwrap();
+    let mut messages = pubsub.on_message();
+    let mut on_channel = Vec::new();
+    while on_channel.len() < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.expect("published").unwrap();
+        let ev: Event = serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+        on_channel.push((ev.id, ev.revision, ev.event_data["plate"].as_str().unwrap().to_string()));
+    }
+    let want = vec![(id, 0, "AB123CO".to_string()), (id, 1, "AB123CD".to_string())];
+    assert_eq!(on_channel, want, "Pub/Sub: the same id, revision + 1, the better read");
+
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(stream_key).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    let on_stream: Vec<(i64, i64)> = entries
+        .ids
+        .iter()
+        .map(|e| serde_json::from_str::<Event>(&e.get::<String>("data").unwrap()).unwrap())
+        .map(|ev| (ev.id, ev.revision))
+        .collect();
+    assert_eq!(on_stream, vec![(id, 0), (id, 1)], "the Stream");
+
+    let mut buf = String::new();
+    let (first_seq, first) = next_sse(&mut live_sse, &mut buf).await;
+    let (_, second) = next_sse(&mut live_sse, &mut buf).await;
+    assert_eq!([(first.id, first.revision), (second.id, second.revision)], [(id, 0), (id, 1)], "SSE, live");
+    // A client that saw revision 0 and reconnects gets revision 1 on replay.
+    let replay = reqwest::Client::new()
+        .get(format!("{}/api/events/stream?camera=gate-1", api.base))
+        .header("Last-Event-ID", first_seq.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut replay = replay.bytes_stream();
+    let (_, again) = next_sse(&mut replay, &mut String::new()).await;
+    assert_eq!((again.id, again.revision, again.event_data["plate"].as_str()), (id, 1, Some("AB123CD")), "SSE, replay");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let hooked = loop {
+        let got: Vec<(i64, i64)> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|body| serde_json::from_slice::<Event>(body).unwrap())
+            .map(|ev| (ev.id, ev.revision))
+            .collect();
+        if got.len() >= 2 || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(hooked, vec![(id, 0), (id, 1)], "the webhook");
+}
+
+/// An HTTP endpoint on `port` that keeps every body POSTed to `/hook`.
+async fn hook_endpoint(port: u16) -> Arc<std::sync::Mutex<Vec<axum::body::Bytes>>> {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    received
 }

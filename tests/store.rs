@@ -25,7 +25,7 @@ async fn save(store: &Store, dir: &Path, age_days: i64, publish: bool) -> i64 {
     let (ev, err) = store.save(&event("gate-1", age_days), Some((b"\xff\xd8jpeg", None)), dir).await.unwrap();
     assert!(err.is_none());
     if publish {
-        store.mark_published(&[ev.id]).await.unwrap();
+        store.mark_published(&[(ev.id, ev.revision)]).await.unwrap();
     }
     ev.id
 }
@@ -91,7 +91,7 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
     };
     tx.send(plate("AB123CO", "anpr:gate-1:1")).await.unwrap();
     let first = handed.recv().await.unwrap();
-    store.mark_published(&[first.id]).await.unwrap();
+    store.mark_published(&[(first.id, first.revision)]).await.unwrap();
     tx.send(plate("AB123CD", "anpr:gate-1:1")).await.unwrap();
     tx.send(plate("XY987ZZ", "anpr:gate-1:2")).await.unwrap();
     drop(tx);
@@ -102,8 +102,18 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
     assert_eq!(rows[0].id, first.id);
     assert_eq!(rows[0].event_data["plate"], "AB123CD");
     assert_eq!(rows[0].created_at, first.created_at);
+    assert_eq!((first.revision, rows[0].revision, rows[1].revision), (0, 1, 0));
     let unpublished: Vec<i64> = store.unpublished(10).await.unwrap().iter().map(|e| e.id).collect();
     assert_eq!(unpublished, vec![rows[0].id, rows[1].id], "the revision goes out again");
+    // Marking the revision that was sent before leaves the newer one unpublished.
+    store.mark_published(&[(first.id, 0)]).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap().len(), 2, "a stale revision's mark is ignored");
+    store.mark_published(&[(first.id, 1)]).await.unwrap();
+    assert_eq!(store.unpublished(10).await.unwrap().len(), 1);
+    // Readers that follow the change sequence see the revision again, after the first read.
+    let changed: Vec<(i64, i64)> =
+        store.changed_after(first.seq, 10).await.unwrap().iter().map(|e| (e.id, e.revision)).collect();
+    assert_eq!(changed, vec![(first.id, 1), (rows[1].id, 0)]);
     assert!(lagged.load(Ordering::Acquire), "revisions take the outbox path");
     let q = vigil::events::EventQuery {
         plate: Some(vigil::events::PlateMatch::Exact("AB123CD".into())),

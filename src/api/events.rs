@@ -122,8 +122,14 @@ pub async fn stream(
     let Ok(slot) = state.sse_slots.clone().try_acquire_owned() else {
         return Err(ApiError::unavailable("too many live event streams are open ([server] max_sse_clients)"));
     };
-    let from_header = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_id).transpose()?;
-    let start = from_header.or(q.after_id);
+    // The SSE `id:` is the change sequence, so a client resuming with Last-Event-ID also gets
+    // the revisions saved while it was away; `after_id` starts after an event id.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(parse_id).transpose()?;
+    let start = match (resume, q.after_id.take()) {
+        (Some(seq), _) => Some(Cursor::Seq(seq)),
+        (None, Some(id)) => Some(Cursor::Id(id)),
+        (None, None) => None,
+    };
     q.newest_first = false;
     q.limit = 500;
     // Subscribe before replaying, so nothing saved in between is missed.
@@ -136,36 +142,56 @@ pub async fn stream(
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
+/// Where an SSE stream starts.
+#[derive(Clone, Copy)]
+enum Cursor {
+    /// After this event id.
+    Id(i64),
+    /// After this change (`Event::seq`).
+    Seq(i64),
+}
+
 async fn relay(
     state: Arc<ApiState>,
     mut q: EventQuery,
-    start: Option<i64>,
+    start: Option<Cursor>,
     mut live: broadcast::Receiver<Event>,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let send = |ev: &Event| {
         let data = serde_json::to_string(ev).expect("events serialise");
-        Ok(SseEvent::default().id(ev.id.to_string()).data(data))
+        Ok(SseEvent::default().id(ev.seq.to_string()).data(data))
     };
-    let mut last = start.unwrap_or(0);
-    let mut replay = start.is_some();
+    // The newest change sent: live events at or below it were in the replay.
+    let mut last_seq = match start {
+        Some(Cursor::Seq(seq)) => seq,
+        _ => 0,
+    };
+    let mut replay = start;
     loop {
-        if replay {
+        if let Some(cursor) = replay.take() {
             // Replay from the database (also how a lagging subscriber catches up).
+            let mut last_id = match cursor {
+                Cursor::Id(id) => Some(id),
+                Cursor::Seq(_) => None,
+            };
             loop {
-                q.after_id = Some(last);
+                (q.after_id, q.after_seq) = match last_id {
+                    Some(id) => (Some(id), None),
+                    None => (None, Some(last_seq)),
+                };
                 let Ok(page) = state.store.list(&q).await else { return };
                 for ev in &page {
                     if tx.send(send(ev)).await.is_err() {
                         return;
                     }
-                    last = ev.id;
+                    last_seq = last_seq.max(ev.seq);
+                    last_id = last_id.map(|_| ev.id);
                 }
                 if page.len() < q.limit as usize {
                     break;
                 }
             }
-            replay = false;
         }
         let next = tokio::select! {
             next = live.recv() => next,
@@ -174,14 +200,14 @@ async fn relay(
             _ = state.shutdown.cancelled() => return,
         };
         match next {
-            Ok(ev) if ev.id > last && q.matches(&ev) => {
+            Ok(ev) if ev.seq > last_seq && q.matches(&ev) => {
                 if tx.send(send(&ev)).await.is_err() {
                     return;
                 }
-                last = ev.id;
+                last_seq = ev.seq;
             }
             Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => replay = true,
+            Err(broadcast::error::RecvError::Lagged(_)) => replay = Some(Cursor::Seq(last_seq)),
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }

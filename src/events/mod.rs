@@ -65,7 +65,8 @@ pub struct NewEvent {
     /// A region of the snapshot (`[x1, y1, x2, y2]`) also saved on its own, as `crop_path`.
     pub crop: Option<[u32; 4]>,
     /// Events with the same key are one event: a later one replaces the saved row's data and
-    /// snapshot, and is published again under the same id (a plate read getting better).
+    /// snapshot, and is published again under the same id with `revision` + 1 (a plate read
+    /// getting better).
     pub key: Option<String>,
 }
 
@@ -73,6 +74,13 @@ pub struct NewEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: i64,
+    /// 0 when first saved; + 1 each time the event is improved (sent again under the same id).
+    #[serde(default)]
+    pub revision: i64,
+    /// The change sequence: new at every save and revision; SSE ids and webhook cursors follow
+    /// it. Not part of the JSON.
+    #[serde(skip)]
+    pub seq: i64,
     pub event_type: EventType,
     pub camera_id: String,
     #[serde(with = "rfc3339_ms")]
@@ -117,6 +125,8 @@ mod tests {
         let t = parse_ts("2026-11-22T10:00:00.123Z").unwrap();
         let ev = Event {
             id: 123,
+            revision: 1,
+            seq: 0,
             event_type: EventType::Tracking,
             camera_id: "gate-1".into(),
             timestamp: t,
@@ -127,7 +137,8 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::to_value(&ev).unwrap();
         let keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys.len(), 8);
+        assert_eq!(keys.len(), 9);
+        assert_eq!(json["revision"], 1);
         assert_eq!(json["timestamp"], "2026-11-22T10:00:00.123Z");
         assert_eq!(json["created_at"], "2026-11-22T10:00:00.140Z");
         assert_eq!(json["event_type"], "tracking");

@@ -182,14 +182,14 @@ impl Publisher {
             return Err(e.into());
         }
         self.up.store(true, Ordering::Relaxed);
-        let ids: Vec<i64> = batch.iter().map(|e| e.id).collect();
-        self.store.mark_published(&ids).await?;
+        let sent: Vec<(i64, i64)> = batch.iter().map(|e| (e.id, e.revision)).collect();
+        self.store.mark_published(&sent).await?;
         let now = chrono::Utc::now();
         for ev in batch {
             self.metrics.event_published(ev.event_type.as_str());
             self.metrics.frame_to_publish.observe((now - ev.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6);
         }
-        self.last_id = self.last_id.max(ids.iter().copied().max().unwrap_or(0));
+        self.last_id = self.last_id.max(sent.iter().map(|(id, _)| *id).max().unwrap_or(0));
         Ok(())
     }
 }

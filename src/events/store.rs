@@ -33,7 +33,7 @@ pub enum StoreError {
 /// `SELECT` of every contract column, as a literal so queries stay `&'static str`.
 macro_rules! select_events {
     ($rest:literal) => {
-        concat!("SELECT id, event_type, camera_id, timestamp, frame_number, snapshot_path, event_data, created_at FROM events ", $rest)
+        concat!("SELECT id, revision, seq, event_type, camera_id, timestamp, frame_number, snapshot_path, event_data, created_at FROM events ", $rest)
     };
 }
 
@@ -41,6 +41,8 @@ macro_rules! select_events {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite (else PostgreSQL): where the two differ in how `seq` is taken.
+    sqlite: bool,
     /// Lease tokens this process writes under, by camera (see [`Store::fence`]).
     fences: Arc<RwLock<HashMap<String, i64>>>,
 }
@@ -65,14 +67,18 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         }
-        Ok(Self { pool, fences: Arc::default() })
+        Ok(Self { pool, sqlite, fences: Arc::default() })
     }
 
     /// A second, small pool on an already migrated database, for readers that must never take
     /// the connections event writes need (the API's lists and live-stream replays): under any
     /// load they wait for one of their own `connections`.
     pub async fn connect_reader(url: &str, connections: u32) -> Result<Self, StoreError> {
-        Ok(Self { pool: Self::pool(url, connections).await?, fences: Arc::default() })
+        Ok(Self {
+            pool: Self::pool(url, connections).await?,
+            sqlite: url.starts_with("sqlite:"),
+            fences: Arc::default(),
+        })
     }
 
     async fn pool(url: &str, connections: u32) -> Result<AnyPool, StoreError> {
@@ -135,39 +141,52 @@ impl Store {
                 return Err(StoreError::Fenced { camera: ev.camera_id.clone(), token });
             }
         }
-        let (id, created_at, old_snapshot): (i64, String, Option<String>) = match revise {
+        // SQLite has one writer at a time, so MAX + 1 inside the write is unique and in commit
+        // order; PostgreSQL takes it from a sequence.
+        let next_seq =
+            if self.sqlite { "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events)" } else { "nextval('events_seq')" };
+        let (id, revision, seq, created_at, old_snapshot): (i64, i32, i64, String, Option<String>) = match revise {
             None => {
                 let created_at = format_ts(&Utc::now());
-                let id = sqlx::query_scalar(
-                    "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                )
-                .bind(ev.event_type.as_str())
-                .bind(&ev.camera_id)
-                .bind(format_ts(&ev.timestamp))
-                .bind(ev.frame_number)
-                .bind(ev.data.to_string())
-                .bind(&created_at)
-                .bind(ev.data["label"].as_str())
-                .bind(ev.data["plate"].as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                (id, created_at, None)
+                let sql = format!(
+                    "INSERT INTO events (event_type, camera_id, timestamp, frame_number, event_data, created_at, label, plate, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {next_seq}) RETURNING id, seq"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(ev.event_type.as_str())
+                    .bind(&ev.camera_id)
+                    .bind(format_ts(&ev.timestamp))
+                    .bind(ev.frame_number)
+                    .bind(ev.data.to_string())
+                    .bind(&created_at)
+                    .bind(ev.data["label"].as_str())
+                    .bind(ev.data["plate"].as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (row.try_get("id")?, 0, row.try_get("seq")?, created_at, None)
             }
             Some(id) => {
-                let row = sqlx::query(
+                let sql = format!(
                     "UPDATE events SET timestamp = $1, frame_number = $2, event_data = $3, label = $4, plate = $5, \
-                     published = FALSE WHERE id = $6 RETURNING created_at, snapshot_path",
+                     published = FALSE, revision = revision + 1, seq = {next_seq} WHERE id = $6 \
+                     RETURNING revision, seq, created_at, snapshot_path"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(format_ts(&ev.timestamp))
+                    .bind(ev.frame_number)
+                    .bind(ev.data.to_string())
+                    .bind(ev.data["label"].as_str())
+                    .bind(ev.data["plate"].as_str())
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (
+                    id,
+                    row.try_get("revision")?,
+                    row.try_get("seq")?,
+                    row.try_get("created_at")?,
+                    row.try_get("snapshot_path")?,
                 )
-                .bind(format_ts(&ev.timestamp))
-                .bind(ev.frame_number)
-                .bind(ev.data.to_string())
-                .bind(ev.data["label"].as_str())
-                .bind(ev.data["plate"].as_str())
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                (id, row.try_get("created_at")?, row.try_get("snapshot_path")?)
             }
         };
         let created_at = parse_ts(&created_at).unwrap_or_else(|_| Utc::now());
@@ -204,6 +223,8 @@ impl Store {
         tx.commit().await?;
         let event = Event {
             id,
+            revision: revision.into(),
+            seq,
             event_type: ev.event_type,
             camera_id: ev.camera_id.clone(),
             timestamp: ev.timestamp,
@@ -229,14 +250,16 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE published = FALSE").fetch_one(&self.pool).await?)
     }
 
-    /// Mark events as delivered to Redis.
-    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    /// Mark events as delivered to Redis, each only at the revision that was sent: a revision
+    /// saved meanwhile stays unpublished and goes out too.
+    pub async fn mark_published(&self, sent: &[(i64, i64)]) -> Result<(), StoreError> {
+        if sent.is_empty() {
             return Ok(());
         }
-        // Ids are integers from our own rows, so inlining them is safe and keeps one round trip.
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let sql = format!("UPDATE events SET published = TRUE WHERE id IN ({list})");
+        // Integers from our own rows, so inlining them is safe and keeps one round trip.
+        let list =
+            sent.iter().map(|(id, rev)| format!("(id = {id} AND revision = {rev})")).collect::<Vec<_>>().join(" OR ");
+        let sql = format!("UPDATE events SET published = TRUE WHERE published = FALSE AND ({list})");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await?;
         Ok(())
     }
@@ -284,8 +307,19 @@ impl Store {
         if let Some(a) = q.after_id {
             clause(if q.newest_first { "id <" } else { "id >" }, Bind::Int(a));
         }
+        let order = match q.after_seq {
+            Some(seq) => {
+                clause("seq >", Bind::Int(seq));
+                "seq"
+            }
+            None => "id",
+        };
         binds.push(Bind::Int(q.limit));
-        sql.push_str(&format!(" ORDER BY id {} LIMIT ${}", if q.newest_first { "DESC" } else { "ASC" }, binds.len()));
+        sql.push_str(&format!(
+            " ORDER BY {order} {} LIMIT ${}",
+            if q.newest_first { "DESC" } else { "ASC" },
+            binds.len()
+        ));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for b in binds {
             query = match b {
@@ -300,6 +334,16 @@ impl Store {
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Events saved or revised after change `seq`, in change order (see the `seq` migration).
+    pub async fn changed_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(select_events!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_event).collect()
     }
 
     /// Events with id greater than `after_id`, oldest first.
@@ -439,6 +483,8 @@ pub struct EventQuery {
     pub until: Option<DateTime<Utc>>,
     /// The last id of the previous page (in listing order).
     pub after_id: Option<i64>,
+    /// Only events saved or revised after this change (`Event::seq`), in change order.
+    pub after_seq: Option<i64>,
     pub limit: i64,
     pub newest_first: bool,
 }
@@ -453,6 +499,7 @@ impl Default for EventQuery {
             since: None,
             until: None,
             after_id: None,
+            after_seq: None,
             limit: 100,
             newest_first: true,
         }
@@ -485,8 +532,11 @@ fn row_to_event(row: &AnyRow) -> Result<Event, StoreError> {
         parse_ts(&s).map_err(|e| bad(format!("{col} `{s}`: {e}")))
     };
     let data: String = row.try_get("event_data")?;
+    let revision: i32 = row.try_get("revision")?;
     Ok(Event {
         id,
+        revision: revision.into(),
+        seq: row.try_get("seq")?,
         event_type: EventType::parse(&event_type).ok_or_else(|| bad(format!("unknown event_type `{event_type}`")))?,
         camera_id: row.try_get("camera_id")?,
         timestamp: ts("timestamp")?,

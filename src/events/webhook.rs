@@ -63,7 +63,7 @@ impl Webhook {
         };
         info!(webhook = %self.name, after_id = cursor, "webhook delivering");
         loop {
-            let page = match self.store.after(cursor, PAGE).await {
+            let page = match self.store.changed_after(cursor, PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     warn!(webhook = %self.name, "cannot read events: {e}");
@@ -85,7 +85,7 @@ impl Webhook {
                 if self.wants(&ev) && !self.deliver(&ev, &shutdown).await {
                     return;
                 }
-                cursor = ev.id;
+                cursor = ev.seq;
             }
             if let Err(e) = self.store.set_webhook_cursor(&self.name, cursor).await {
                 // Delivered events will be sent again after a restart: at-least-once.
