@@ -12,8 +12,17 @@ use futures::StreamExt;
 use vigil::events::{Event, EventType, Store};
 use vigil::sample::SampleServer;
 
-const CONTRACT_FIELDS: [&str; 8] =
-    ["id", "event_type", "camera_id", "timestamp", "frame_number", "snapshot_path", "event_data", "created_at"];
+const CONTRACT_FIELDS: [&str; 9] = [
+    "id",
+    "revision",
+    "event_type",
+    "camera_id",
+    "timestamp",
+    "frame_number",
+    "snapshot_path",
+    "event_data",
+    "created_at",
+];
 
 async fn end_to_end(db_url: &str, dir: &Path) {
     let redis = Redis::start_with_password("secret-redis-pw");

@@ -70,8 +70,9 @@ pub struct NewEvent {
     pub key: Option<String>,
 }
 
-/// A saved event: exactly the JSON every consumer sees (channel, API, table).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A saved event: exactly the JSON every consumer sees (channel, API, table). Two are equal
+/// when their JSON is (`seq` aside).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: i64,
     /// 0 when first saved; + 1 each time the event is improved (sent again under the same id).
@@ -90,6 +91,20 @@ pub struct Event {
     pub event_data: serde_json::Value,
     #[serde(with = "rfc3339_ms")]
     pub created_at: DateTime<Utc>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.revision == other.revision
+            && self.event_type == other.event_type
+            && self.camera_id == other.camera_id
+            && self.timestamp == other.timestamp
+            && self.frame_number == other.frame_number
+            && self.snapshot_path == other.snapshot_path
+            && self.event_data == other.event_data
+            && self.created_at == other.created_at
+    }
 }
 
 /// `2026-11-22T10:00:00.123Z`: UTC, milliseconds, fixed width (sorts as text).

@@ -4,7 +4,8 @@
 //! Encoding costs milliseconds, so callers run it off the analysis thread (the recorder does it
 //! on the blocking pool).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use gstreamer as gst;
@@ -75,13 +76,71 @@ pub fn relative_path(camera: &str, timestamp: &DateTime<Utc>, id: i64, crop: boo
     format!("{camera}/{}/{id}{}.jpg", timestamp.format("%Y-%m-%d"), if crop { "-crop" } else { "" })
 }
 
-/// Write a snapshot atomically (temp file, then rename), creating directories as needed.
-pub async fn write(dir: &Path, rel: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent).await?;
+/// Snapshot files written under temporary names (`.PID-N.jpg.tmp` in the day's folder),
+/// waiting for their event's id.
+pub struct Staged {
+    full: PathBuf,
+    crop: Option<PathBuf>,
+}
+
+/// Numbers staged files apart within this process.
+static STAGED: AtomicU64 = AtomicU64::new(0);
+
+/// Write `full` (and `crop`) into the day's folder under temporary names, creating folders.
+pub async fn stage(
+    dir: &Path,
+    camera: &str,
+    timestamp: &DateTime<Utc>,
+    (full, crop): (&[u8], Option<&[u8]>),
+) -> std::io::Result<Staged> {
+    let day = dir.join(camera).join(timestamp.format("%Y-%m-%d").to_string());
+    tokio::fs::create_dir_all(&day).await?;
+    let n = STAGED.fetch_add(1, Ordering::Relaxed);
+    let name = |kind: &str| day.join(format!(".{}-{n}{kind}.jpg.tmp", std::process::id()));
+    let staged = Staged { full: name(""), crop: crop.map(|_| name("-crop")) };
+    let written = async {
+        tokio::fs::write(&staged.full, full).await?;
+        if let (Some(path), Some(bytes)) = (&staged.crop, crop) {
+            tokio::fs::write(path, bytes).await?;
+        }
+        Ok(())
+    };
+    match written.await {
+        Ok(()) => Ok(staged),
+        Err(e) => {
+            staged.discard().await;
+            Err(e)
+        }
     }
-    let tmp = path.with_extension("jpg.tmp");
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, &path).await
+}
+
+impl Staged {
+    /// Give the files their event's names (replacing an older revision's); the paths relative
+    /// to `dir`, the crop's second.
+    pub async fn place(
+        &self,
+        dir: &Path,
+        camera: &str,
+        timestamp: &DateTime<Utc>,
+        id: i64,
+    ) -> std::io::Result<(String, Option<String>)> {
+        let rel = relative_path(camera, timestamp, id, false);
+        tokio::fs::rename(&self.full, dir.join(&rel)).await?;
+        let crop = match &self.crop {
+            Some(path) => {
+                let crop_rel = relative_path(camera, timestamp, id, true);
+                tokio::fs::rename(path, dir.join(&crop_rel)).await?;
+                Some(crop_rel)
+            }
+            None => None,
+        };
+        Ok((rel, crop))
+    }
+
+    /// Remove the files not placed (after a failed write); placed ones are already gone.
+    pub async fn discard(&self) {
+        for path in std::iter::once(&self.full).chain(self.crop.iter()) {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+    }
 }

@@ -30,6 +30,9 @@ pub enum StoreError {
     Fenced { camera: String, token: i64 },
 }
 
+/// The PostgreSQL advisory lock that orders event writes by commit (any constant; "vigl").
+const COMMIT_ORDER_LOCK: i64 = 0x7669_676c;
+
 /// `SELECT` of every contract column, as a literal so queries stay `&'static str`.
 macro_rules! select_events {
     ($rest:literal) => {
@@ -128,6 +131,39 @@ impl Store {
         snapshot: Option<(&[u8], Option<&[u8]>)>,
         snapshots_dir: &Path,
     ) -> Result<(Event, Option<std::io::Error>), StoreError> {
+        // The JPEGs go to disk first, under temporary names, outside any lock; inside the
+        // transaction they only get their final, id-based names.
+        let mut snapshot_error = None;
+        let staged = match snapshot {
+            Some(jpegs) => match snapshot::stage(snapshots_dir, &ev.camera_id, &ev.timestamp, jpegs).await {
+                Ok(staged) => Some(staged),
+                Err(e) => {
+                    snapshot_error = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let written = self.commit_ordered(revise, ev, staged.as_ref(), snapshots_dir).await;
+        if let Some(staged) = &staged {
+            // After a failed write, or a rename that failed: nothing refers to these.
+            staged.discard().await;
+        }
+        let (event, rename_error) = written?;
+        Ok((event, snapshot_error.or(rename_error)))
+    }
+
+    /// The row's part of [`Store::write`]. Ids and change numbers are taken in commit order:
+    /// on PostgreSQL the transaction holds an advisory lock from taking them to its commit
+    /// (SQLite's single writer does the same), so a reader that has seen id or `seq` N has
+    /// seen every committed row below it, and a cursor never passes a row that commits late.
+    async fn commit_ordered(
+        &self,
+        revise: Option<i64>,
+        ev: &NewEvent,
+        staged: Option<&snapshot::Staged>,
+        snapshots_dir: &Path,
+    ) -> Result<(Event, Option<std::io::Error>), StoreError> {
         let mut tx = self.pool.begin().await?;
         let token = self.fences.read().unwrap_or_else(|p| p.into_inner()).get(&ev.camera_id).copied();
         if let Some(token) = token {
@@ -141,8 +177,11 @@ impl Store {
                 return Err(StoreError::Fenced { camera: ev.camera_id.clone(), token });
             }
         }
+        if !self.sqlite {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(COMMIT_ORDER_LOCK).execute(&mut *tx).await?;
+        }
         // SQLite has one writer at a time, so MAX + 1 inside the write is unique and in commit
-        // order; PostgreSQL takes it from a sequence.
+        // order; PostgreSQL takes it from a sequence, under the lock above.
         let next_seq =
             if self.sqlite { "(SELECT COALESCE(MAX(seq), 0) + 1 FROM events)" } else { "nextval('events_seq')" };
         let (id, revision, seq, created_at, old_snapshot): (i64, i32, i64, String, Option<String>) = match revise {
@@ -193,19 +232,12 @@ impl Store {
         let mut data = ev.data.clone();
         let mut snapshot_path = old_snapshot;
         let mut snapshot_error = None;
-        if let Some((full, crop)) = snapshot {
-            let rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id, false);
-            let written = async {
-                snapshot::write(snapshots_dir, &rel, full).await?;
-                if let Some(crop) = crop {
-                    let crop_rel = snapshot::relative_path(&ev.camera_id, &ev.timestamp, id, true);
-                    snapshot::write(snapshots_dir, &crop_rel, crop).await?;
-                    data["crop_path"] = serde_json::Value::String(crop_rel);
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            match written.await {
-                Ok(()) => {
+        if let Some(staged) = staged {
+            match staged.place(snapshots_dir, &ev.camera_id, &ev.timestamp, id).await {
+                Ok((rel, crop_rel)) => {
+                    if let Some(crop_rel) = crop_rel {
+                        data["crop_path"] = serde_json::Value::String(crop_rel);
+                    }
                     sqlx::query("UPDATE events SET snapshot_path = $1, event_data = $2 WHERE id = $3")
                         .bind(&rel)
                         .bind(data.to_string())
@@ -214,10 +246,7 @@ impl Store {
                         .await?;
                     snapshot_path = Some(rel);
                 }
-                Err(e) => {
-                    data = ev.data.clone();
-                    snapshot_error = Some(e);
-                }
+                Err(e) => snapshot_error = Some(e),
             }
         }
         tx.commit().await?;
