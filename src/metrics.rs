@@ -20,6 +20,9 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     /// Events held in the local journal, waiting for the database.
     pub journal_backlog: IntGauge,
+    /// Free bytes on the snapshots' filesystem, as the disk guard last saw them.
+    pub disk_free_bytes: IntGauge,
+    retention_deleted: IntCounterVec,
     /// Failed Redis commands.
     pub redis_errors: IntCounter,
     /// Failed database statements.
@@ -86,6 +89,9 @@ impl Metrics {
             IntGauge::new("vigil_journal_backlog", "Events held in the local journal, waiting for the database")
                 .expect("valid metric");
         r.register(Box::new(journal_backlog.clone())).expect("unique metric");
+        let disk_free_bytes =
+            IntGauge::new("vigil_disk_free_bytes", "Free bytes on the snapshots' filesystem").expect("valid metric");
+        r.register(Box::new(disk_free_bytes.clone())).expect("unique metric");
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let h =
                 HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["model"]).expect("valid metric");
@@ -138,6 +144,12 @@ impl Metrics {
                 "Events dropped before they were saved: the database and the journal both unavailable",
                 &["type"],
             ),
+            retention_deleted: counter_vec(
+                &r,
+                "vigil_retention_deleted_total",
+                "Events deleted by retention, by reason (age, disk)",
+                &["reason"],
+            ),
             webhook_posts: counter_vec(
                 &r,
                 "vigil_webhook_posts_total",
@@ -150,6 +162,7 @@ impl Metrics {
             queue_depth,
             outbox_backlog,
             journal_backlog,
+            disk_free_bytes,
             registry: r,
         }
     }
@@ -186,6 +199,16 @@ impl Metrics {
     /// Events dropped so far of `event_type`.
     pub fn events_dropped(&self, event_type: &str) -> u64 {
         self.events_dropped.with_label_values(&[event_type]).get()
+    }
+
+    /// Count `n` events deleted by retention for `reason`.
+    pub fn retention_deleted(&self, reason: &str, n: usize) {
+        self.retention_deleted.with_label_values(&[reason]).inc_by(n as u64);
+    }
+
+    /// Events deleted by retention so far for `reason`.
+    pub fn retention_deleted_count(&self, reason: &str) -> u64 {
+        self.retention_deleted.with_label_values(&[reason]).get()
     }
 
     /// Count a published event of `event_type`.

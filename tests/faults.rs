@@ -185,11 +185,42 @@ async fn unwritable_snapshots_never_cost_an_event() {
     assert_eq!(code, Some(0));
 }
 
+/// Access units (frames) in an MP4's H.264 track, counted without decoding.
+fn frames_in(path: &std::path::Path) -> u64 {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let pipeline = gstreamer::parse::launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! fakesink name=sink",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gstreamer::Pipeline>()
+    .unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let pad = pipeline.by_name("sink").unwrap().static_pad("sink").unwrap();
+    pad.add_probe(gstreamer::PadProbeType::BUFFER, move |_, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        gstreamer::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gstreamer::ClockTime::from_seconds(30),
+        &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+    );
+    assert!(matches!(msg.map(|m| m.type_()), Some(gstreamer::MessageType::Eos)));
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+    count.load(Ordering::Relaxed) as u64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_stream_decodes_what_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
-    let mut bytes = std::fs::read(media("car-detection.mp4")).unwrap();
+    let intact = media("car-detection.mp4");
+    let frames = frames_in(&intact);
+    let mut bytes = std::fs::read(&intact).unwrap();
     let (from, to) = (bytes.len() * 2 / 5, bytes.len() * 3 / 5);
     for b in bytes[from..to].iter_mut().step_by(97) {
         *b ^= 0xff;
@@ -197,16 +228,20 @@ async fn a_corrupted_stream_decodes_what_it_can() {
     let broken = dir.path().join("broken.mp4");
     std::fs::write(&broken, &bytes).unwrap();
     let api = free_port();
-    let (toml, _) = config(dir.path(), &redis.url(), api, &[("broken", format!("file://{}", broken.display()))]);
+    let (toml, db) = config(dir.path(), &redis.url(), api, &[("broken", format!("file://{}", broken.display()))]);
     let vigil = Vigil::start(dir.path(), &toml);
-    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut status = camera(api, "broken").await;
-    while status["frames_decoded"].as_u64().unwrap() < 150 {
-        assert!(Instant::now() < deadline, "{status}\n{}", vigil.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        status = camera(api, "broken").await;
-    }
+    vigil.wait_log("file source finished", Duration::from_secs(60)).await;
+    let status = camera(api, "broken").await;
+    let decoded = status["frames_decoded"].as_u64().unwrap();
+    println!("{decoded} of {frames} frames decoded through the corruption: {status}");
+    // Only the damaged fifth of the file may be lost: decoding went on past it (the last 40 %
+    // is intact) in one pass. A pipeline that died at the first bad byte would stop near 40 %,
+    // and one that restarted would show a second connect. (Measured: 334 of 377.)
+    assert!(decoded * 10 >= frames * 8, "{decoded} of {frames} frames decoded:\n{}", vigil.log_text());
+    let store = Store::connect(&db).await.unwrap();
+    let events = store.after(0, 100_000).await.unwrap();
+    let connects = camera_states(&events, "broken").iter().filter(|s| *s == "connected").count();
+    assert_eq!(connects, 1, "the pipeline ran once, start to end:\n{}", vigil.log_text());
     assert!(!vigil.log_text().contains("panicked"), "{}", vigil.log_text());
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0), "still running and exits cleanly");

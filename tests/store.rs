@@ -21,31 +21,99 @@ fn event(camera: &str, age_days: i64) -> NewEvent {
     }
 }
 
+/// Save a motion event `age_days` old with a snapshot and a crop; its id.
 async fn save(store: &Store, dir: &Path, age_days: i64, publish: bool) -> i64 {
-    let (ev, err) = store.save(&event("gate-1", age_days), Some((b"\xff\xd8jpeg", None)), dir).await.unwrap();
+    let (ev, err) =
+        store.save(&event("gate-1", age_days), Some((b"\xff\xd8jpeg", Some(b"\xff\xd8crop"))), dir).await.unwrap();
     assert!(err.is_none());
+    assert!(ev.event_data["crop_path"].is_string());
     if publish {
         store.mark_published(&[(ev.id, ev.revision)]).await.unwrap();
     }
     ev.id
 }
 
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[tokio::test]
-async fn retention_deletes_old_published_events_and_their_files_only() {
+async fn retention_frees_the_disk_and_leaves_files_and_rows_in_agreement() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
+    let metrics = vigil::metrics::Metrics::new();
     let snaps = dir.path().join("snaps");
     let old = save(&store, &snaps, 40, true).await;
-    let old_unpublished = save(&store, &snaps, 40, false).await;
+    let old_unpublished = save(&store, &snaps, 41, false).await;
     let recent = save(&store, &snaps, 1, true).await;
-    let old_path = snaps.join(store.get(old).await.unwrap().unwrap().snapshot_path.unwrap());
-    assert!(old_path.is_file());
+    let lost_file = save(&store, &snaps, 0, true).await;
+    let old_ev = store.get(old).await.unwrap().unwrap();
+    let old_day = snaps.join(old_ev.snapshot_path.as_ref().unwrap()).parent().unwrap().to_path_buf();
+    // A file whose row is gone (a crash between the two), a write's staged file never
+    // placed, and a row whose file was deleted by hand.
+    let recent_ev = store.get(recent).await.unwrap().unwrap();
+    let recent_day = snaps.join(recent_ev.snapshot_path.as_ref().unwrap()).parent().unwrap().to_path_buf();
+    std::fs::write(recent_day.join("999999.jpg"), b"orphan").unwrap();
+    std::fs::write(recent_day.join(".123-4.jpg.tmp"), b"staged").unwrap();
+    std::fs::write(recent_day.join("notes.txt"), b"not ours").unwrap();
+    let lost = store.get(lost_file).await.unwrap().unwrap();
+    std::fs::remove_file(snaps.join(lost.snapshot_path.as_ref().unwrap())).unwrap();
 
-    assert_eq!(retention::sweep(&store, &snaps, 30).await.unwrap(), 1);
-    assert!(store.get(old).await.unwrap().is_none());
-    assert!(!old_path.exists(), "the snapshot goes with the row");
-    assert!(store.get(old_unpublished).await.unwrap().is_some(), "the outbox is never pruned");
-    assert!(store.get(recent).await.unwrap().is_some());
+    let policy =
+        retention::Policy { snapshots_dir: snaps.clone(), days: 30, min_free: 0, settle: std::time::Duration::ZERO };
+    let swept = retention::sweep(&store, &policy, &metrics).await.unwrap();
+    println!("{swept:?}");
+    assert_eq!((swept.events, swept.files), (2, 4), "old events go, published or not, with snapshot and crop");
+    assert!(store.get(old).await.unwrap().is_none() && store.get(old_unpublished).await.unwrap().is_none());
+    assert!(!old_day.exists(), "the emptied day folder goes");
+    assert_eq!(metrics.retention_deleted_count("age"), 2);
+    assert!(!recent_day.join("999999.jpg").exists() && !recent_day.join(".123-4.jpg.tmp").exists());
+    assert!(recent_day.join("notes.txt").exists(), "files that are not snapshots are left alone");
+    let lost = store.get(lost_file).await.unwrap().unwrap();
+    assert_eq!((lost.snapshot_path, lost.event_data.get("crop_path")), (None, None), "no row names a missing file");
+
+    // Agreement, both ways.
+    let rows = store.after(0, 100).await.unwrap();
+    let named: Vec<String> = rows
+        .iter()
+        .flat_map(|e| [e.snapshot_path.clone(), e.event_data["crop_path"].as_str().map(String::from)])
+        .flatten()
+        .collect();
+    let mut on_disk = files_under(&snaps);
+    on_disk.retain(|f| !f.ends_with("notes.txt"));
+    assert!(named.iter().all(|n| snaps.join(n).is_file()), "a row names a missing file: {named:?}");
+    assert!(on_disk.iter().all(|f| named.contains(f)), "a file without a row: {on_disk:?} vs {named:?}");
+    assert_eq!(on_disk.len(), 2);
+
+    // The disk guard: asked for more free space than the disk has, it deletes the oldest
+    // events until none are left, and says so.
+    let free = {
+        let s = rustix::fs::statvfs(dir.path()).unwrap();
+        s.f_bavail * s.f_frsize
+    };
+    let greedy = retention::Policy { min_free: free + (1 << 40), ..policy };
+    assert_eq!(retention::guard_disk(&store, &greedy, &metrics).await.unwrap(), 2);
+    assert!(store.after(0, 100).await.unwrap().is_empty());
+    assert_eq!(metrics.retention_deleted_count("disk"), 2);
+    assert!(metrics.disk_free_bytes.get() > 0);
+    retention::sweep(&store, &greedy, &metrics).await.unwrap();
+    assert_eq!(
+        files_under(&snaps),
+        vec![recent_day.join("notes.txt").strip_prefix(&snaps).unwrap().to_string_lossy().to_string()]
+    );
 }
 
 #[tokio::test]

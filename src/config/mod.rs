@@ -147,9 +147,13 @@ pub struct StorageConfig {
     /// Directory for JPEG snapshots; paths in events are relative to it. Default `snapshots`.
     #[serde(default = "default_snapshots_dir")]
     pub snapshots_dir: PathBuf,
-    /// Delete events and snapshots older than this many days. Default: keep forever.
-    #[serde(default)]
-    pub retention_days: Option<u32>,
+    /// Delete events and snapshots older than this many days; 0 keeps them forever. Default 14.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Keep at least this many GB free on the snapshots' filesystem, deleting the oldest
+    /// events first; 0 turns the guard off. Default 1.
+    #[serde(default = "default_min_free_gb")]
+    pub min_free_gb: f64,
     /// Where events wait, on local disk, while the database is unreachable and across a
     /// restart. Default: `journal` beside `snapshots_dir`.
     #[serde(default)]
@@ -165,8 +169,21 @@ impl StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { snapshots_dir: default_snapshots_dir(), retention_days: None, journal_dir: None }
+        Self {
+            snapshots_dir: default_snapshots_dir(),
+            retention_days: default_retention_days(),
+            min_free_gb: default_min_free_gb(),
+            journal_dir: None,
+        }
     }
+}
+
+fn default_retention_days() -> u32 {
+    14
+}
+
+fn default_min_free_gb() -> f64 {
+    1.0
 }
 
 fn default_snapshots_dir() -> PathBuf {
@@ -812,6 +829,12 @@ impl Config {
         check_db_url(&self.database.url).map_err(|r| FieldError::new(vec![Name("database"), Name("url")], r))?;
         check_redis(&self.redis).map_err(|(field, r)| FieldError::new(vec![Name("redis"), Name(field)], r))?;
         self.server.validate().map_err(|(field, r)| FieldError::new(vec![Name("server"), Name(field)], r))?;
+        if !(0.0..=1e6).contains(&self.storage.min_free_gb) {
+            return Err(FieldError::new(
+                vec![Name("storage"), Name("min_free_gb")],
+                "need 0..=1000000 (0: no disk guard)",
+            ));
+        }
         if !(1.0..=600.0).contains(&self.cluster.lease_secs) || self.cluster.prefix.is_empty() {
             return Err(FieldError::new(vec![Name("cluster")], "need lease_secs in 1..=600 and a prefix"));
         }

@@ -385,13 +385,89 @@ impl Store {
         rows.iter().map(row_to_event).collect()
     }
 
-    /// Delete published events older than `cutoff`, returning each one's snapshot path (if any).
-    /// Unpublished events are kept whatever their age: the outbox must never lose one.
-    pub async fn delete_before(&self, cutoff: &DateTime<Utc>) -> Result<Vec<Option<String>>, StoreError> {
-        Ok(sqlx::query_scalar("DELETE FROM events WHERE timestamp < $1 AND published = TRUE RETURNING snapshot_path")
-            .bind(format_ts(cutoff))
-            .fetch_all(&self.pool)
-            .await?)
+    /// Delete up to `limit` of the oldest events (only those before `cutoff`, if given), in one
+    /// statement; the snapshot and crop paths of each.
+    pub async fn delete_oldest(
+        &self,
+        cutoff: Option<&DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<[Option<String>; 2]>, StoreError> {
+        let rows = match cutoff {
+            Some(cutoff) => {
+                sqlx::query(
+                    "DELETE FROM events WHERE id IN \
+                     (SELECT id FROM events WHERE timestamp < $1 ORDER BY timestamp LIMIT $2) \
+                     RETURNING snapshot_path, event_data",
+                )
+                .bind(format_ts(cutoff))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT $1) \
+                     RETURNING snapshot_path, event_data",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| Ok([r.try_get("snapshot_path")?, crop_path(&r.try_get::<String, _>("event_data")?)]))
+            .collect()
+    }
+
+    /// Which of `ids` are events.
+    pub async fn existing_ids(&self, ids: &[i64]) -> Result<std::collections::HashSet<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        // Integers parsed from file names, so inlining them is safe.
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let sql = format!("SELECT id FROM events WHERE id IN ({list})");
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?.into_iter().collect())
+    }
+
+    /// Up to `limit` events after `after_id` that name files: id, snapshot path, crop path.
+    pub async fn with_files(
+        &self,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<String>, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, snapshot_path, event_data FROM events WHERE id > $1 AND snapshot_path IS NOT NULL \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((r.try_get("id")?, r.try_get("snapshot_path")?, crop_path(&r.try_get::<String, _>("event_data")?)))
+            })
+            .collect()
+    }
+
+    /// Event `id`'s snapshot (and so its crop too), or only its crop, is gone from disk.
+    pub async fn forget_files(&self, id: i64, snapshot: bool, crop: bool) -> Result<(), StoreError> {
+        let Some(ev) = self.get(id).await? else { return Ok(()) };
+        let mut data = ev.event_data;
+        if let Some(fields) = data.as_object_mut()
+            && (snapshot || crop)
+        {
+            fields.remove("crop_path");
+        }
+        let path = if snapshot { None } else { ev.snapshot_path };
+        sqlx::query("UPDATE events SET snapshot_path = $1, event_data = $2 WHERE id = $3")
+            .bind(path)
+            .bind(data.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Cameras added through the API: each id with the JSON that added it.
@@ -550,6 +626,11 @@ impl EventQuery {
             && self.since.is_none_or(|s| ev.timestamp >= s)
             && self.until.is_none_or(|u| ev.timestamp < u)
     }
+}
+
+/// `event_data.crop_path` of a row's JSON text.
+fn crop_path(event_data: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(event_data).ok()?["crop_path"].as_str().map(String::from)
 }
 
 fn row_to_event(row: &AnyRow) -> Result<Event, StoreError> {

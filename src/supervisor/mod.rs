@@ -104,9 +104,13 @@ pub async fn run(
             .with_context(|| format!("setting up webhook {}", hook.key()))?;
         tokio::spawn(webhook.run(live.subscribe(), shutdown.clone()));
     }
-    if let Some(days) = config.storage.retention_days {
-        tokio::spawn(retention::run(store.clone(), config.storage.snapshots_dir.clone(), days, shutdown.clone()));
-    }
+    let policy = retention::Policy {
+        snapshots_dir: config.storage.snapshots_dir.clone(),
+        days: config.storage.retention_days,
+        min_free: (config.storage.min_free_gb.max(0.0) * 1e9) as u64,
+        settle: retention::SETTLE,
+    };
+    tokio::spawn(retention::run(store.clone(), policy, metrics.clone(), shutdown.clone()));
 
     let fleet = Arc::new(Fleet::new(
         &config,
