@@ -410,7 +410,7 @@ async fn a_revised_plate_goes_out_again_with_revision_1_everywhere() {
     let stream_key = "revisions";
     let (hook_port, received) = {
         let port = common::free_port();
-        (port, hook_endpoint(port).await)
+        (port, common::hook_endpoint(port).await)
     };
     let redis_cfg = vigil::config::RedisConfig {
         url: redis.url(),
@@ -479,23 +479,4 @@ async fn a_revised_plate_goes_out_again_with_revision_1_everywhere() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(hooked, vec![(id, 0), (id, 1)], "the webhook");
-}
-
-/// An HTTP endpoint on `port` that keeps every body POSTed to `/hook`.
-async fn hook_endpoint(port: u16) -> Arc<std::sync::Mutex<Vec<axum::body::Bytes>>> {
-    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = received.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let keep = keep.clone();
-            async move {
-                keep.lock().unwrap().push(body);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    received
 }

@@ -108,6 +108,58 @@ async fn static_shards_run_each_camera_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_post_each_event_to_the_webhook_once() {
+    let redis = Redis::start();
+    let (_servers, cams) = cameras("hook");
+    let hook_port = free_port();
+    let received = common::hook_endpoint(hook_port).await;
+    let hook = format!(
+        "[[webhooks]]\nname = \"ops-{}\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nevents = [\"motion\", \"camera\"]\n",
+        std::process::id()
+    );
+    let nodes: Vec<Node> = (0..3).map(|i| start(&redis.url(), &cams, &hook, Some(&format!("{i}/3")))).collect();
+    let ours = |camera: &str| cams.iter().any(|(id, _)| id == camera);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // Everything saved for these cameras since the first delivery reaches the endpoint...
+    let got = |received: &std::sync::Mutex<Vec<axum::body::Bytes>>| -> Vec<(i64, i64)> {
+        let bodies = received.lock().unwrap();
+        bodies
+            .iter()
+            .map(|b| serde_json::from_slice::<vigil::events::Event>(b).unwrap())
+            .map(|e| (e.id, e.revision))
+            .collect()
+    };
+    let store = Store::connect(&postgres_url()).await.unwrap();
+    let first = got(&received).iter().map(|(id, _)| *id).min().expect("the webhook got nothing");
+    let due: BTreeSet<i64> = store
+        .after(first - 1, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| ours(&e.camera_id) && matches!(e.event_type, EventType::Motion | EventType::Camera))
+        .map(|e| e.id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !due.iter().all(|id| got(&received).iter().any(|(g, _)| g == id)) {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {:?}",
+            due.iter().filter(|id| !got(&received).iter().any(|(g, _)| g == *id)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for node in nodes {
+        assert_eq!(node.vigil.terminate().0, Some(0));
+    }
+    // ...once: three processes run the webhook, one at a time holds its lease.
+    let all = got(&received);
+    let unique: BTreeSet<(i64, i64)> = all.iter().copied().collect();
+    println!("{} POSTs, {} distinct events, {} due", all.len(), unique.len(), due.len());
+    assert_eq!(all.len(), unique.len(), "an event was POSTed more than once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_share_cameras_and_move_them_off_a_dead_process() {
     let redis = Redis::start();
     let (_servers, cams) = cameras("lease");

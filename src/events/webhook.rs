@@ -4,8 +4,14 @@
 //!
 //! It reads the database, not the publisher's queue, so a slow or dead endpoint holds back only
 //! its own cursor, never the pipeline or the Redis path. Saved events wake it at once.
+//!
+//! In a cluster (`--shard` or `[cluster] leases`) every process runs every webhook, but only the
+//! one holding the webhook's lease in Redis delivers; it renews the lease on a task and a
+//! connection of its own, and checks it before every POST. A process that takes the lease over
+//! starts from the shared cursor in the database.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -15,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Event, Store};
+use crate::cluster::Leases;
 use crate::config::WebhookConfig;
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
@@ -36,6 +43,18 @@ pub struct Webhook {
     store: Store,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
+    /// In a cluster: the leases to take this webhook's from.
+    leases: Option<Leases>,
+    /// Whether this process holds the webhook's lease (always, outside a cluster).
+    held: Arc<AtomicBool>,
+}
+
+/// How one POST ended.
+enum Delivery {
+    Done,
+    Shutdown,
+    /// Another process delivers now.
+    LeaseLost,
 }
 
 impl Webhook {
@@ -45,51 +64,88 @@ impl Webhook {
             .timeout(Duration::from_secs_f64(cfg.timeout_secs))
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { name: cfg.key(), cfg, store, metrics, client })
+        Ok(Self { name: cfg.key(), cfg, store, metrics, client, leases: None, held: Arc::new(AtomicBool::new(true)) })
+    }
+
+    /// Deliver only while holding this webhook's lease in `leases` (a cluster).
+    pub fn with_lease(mut self, leases: Leases) -> Self {
+        self.leases = Some(leases);
+        self.held.store(false, Ordering::Release);
+        self
+    }
+
+    fn holds(&self) -> bool {
+        self.held.load(Ordering::Acquire)
     }
 
     /// Deliver until `shutdown`; `saved` wakes it when events are saved.
-    pub async fn run(self, mut saved: broadcast::Receiver<Event>, shutdown: CancellationToken) {
-        let mut cursor = loop {
-            match self.store.webhook_cursor(&self.name, self.cfg.legacy_key().as_deref()).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    warn!(webhook = %self.name, "cannot read the delivery cursor: {e}");
-                    if sleep_or_stop(Duration::from_secs(2), &shutdown).await {
-                        return;
-                    }
+    pub async fn run(mut self, mut saved: broadcast::Receiver<Event>, shutdown: CancellationToken) {
+        if let Some(leases) = self.leases.take() {
+            let lease = format!("webhook:{}", self.name);
+            tokio::spawn(keep_lease(leases, lease, self.held.clone(), shutdown.clone()));
+        }
+        'lease: loop {
+            while !self.holds() {
+                if sleep_or_stop(Duration::from_millis(200), &shutdown).await {
+                    return;
                 }
             }
-        };
-        info!(webhook = %self.name, after_id = cursor, "webhook delivering");
-        loop {
-            let page = match self.store.changed_after(cursor, PAGE).await {
-                Ok(page) => page,
-                Err(e) => {
-                    warn!(webhook = %self.name, "cannot read events: {e}");
-                    if sleep_or_stop(Duration::from_secs(2), &shutdown).await {
-                        return;
+            let mut cursor = loop {
+                match self.store.webhook_cursor(&self.name, self.cfg.legacy_key().as_deref()).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        warn!(webhook = %self.name, "cannot read the delivery cursor: {e}");
+                        if sleep_or_stop(Duration::from_secs(2), &shutdown).await {
+                            return;
+                        }
+                    }
+                }
+            };
+            info!(webhook = %self.name, after = cursor, "webhook delivering");
+            loop {
+                let page = match self.store.changed_after(cursor, PAGE).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        warn!(webhook = %self.name, "cannot read events: {e}");
+                        if sleep_or_stop(Duration::from_secs(2), &shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if page.is_empty() {
+                    tokio::select! {
+                        _ = saved.recv() => {}
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if !self.holds() {
+                        continue 'lease;
                     }
                     continue;
                 }
-            };
-            if page.is_empty() {
-                tokio::select! {
-                    _ = saved.recv() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = shutdown.cancelled() => return,
+                let mut lost = false;
+                for ev in page {
+                    if self.wants(&ev) {
+                        match self.deliver(&ev, &shutdown).await {
+                            Delivery::Done => {}
+                            Delivery::Shutdown => return,
+                            Delivery::LeaseLost => {
+                                lost = true;
+                                break;
+                            }
+                        }
+                    }
+                    cursor = ev.seq;
                 }
-                continue;
-            }
-            for ev in page {
-                if self.wants(&ev) && !self.deliver(&ev, &shutdown).await {
-                    return;
+                if let Err(e) = self.store.set_webhook_cursor(&self.name, cursor).await {
+                    // Delivered events will be sent again after a restart: at-least-once.
+                    warn!(webhook = %self.name, "cannot save the delivery cursor: {e}");
                 }
-                cursor = ev.seq;
-            }
-            if let Err(e) = self.store.set_webhook_cursor(&self.name, cursor).await {
-                // Delivered events will be sent again after a restart: at-least-once.
-                warn!(webhook = %self.name, "cannot save the delivery cursor: {e}");
+                if lost {
+                    info!(webhook = %self.name, "webhook lease lost; another process delivers");
+                    continue 'lease;
+                }
             }
         }
     }
@@ -99,13 +155,16 @@ impl Webhook {
             && (self.cfg.cameras.is_empty() || self.cfg.cameras.contains(&ev.camera_id))
     }
 
-    /// POST `ev` until the endpoint answers 2xx; false if `shutdown` came first.
-    async fn deliver(&self, ev: &Event, shutdown: &CancellationToken) -> bool {
+    /// POST `ev` until the endpoint answers 2xx, `shutdown`, or the lease is lost.
+    async fn deliver(&self, ev: &Event, shutdown: &CancellationToken) -> Delivery {
         let body = serde_json::to_vec(ev).expect("events serialise");
         let signature = self.cfg.secret.as_deref().map(|secret| sign(secret.as_bytes(), &body));
         let mut backoff = Duration::from_millis(500);
         let mut failures = 0u32;
         loop {
+            if !self.holds() {
+                return Delivery::LeaseLost;
+            }
             let mut req = self
                 .client
                 .post(&self.cfg.url)
@@ -127,7 +186,7 @@ impl Webhook {
                     if failures > 0 {
                         info!(webhook = %self.name, id = ev.id, "webhook reachable again after {failures} failed tries");
                     }
-                    return true;
+                    return Delivery::Done;
                 }
                 Err(reason) => {
                     self.metrics.webhook_posts.with_label_values(&[self.name.as_str(), "failed"]).inc();
@@ -139,7 +198,7 @@ impl Webhook {
                 }
             }
             if sleep_or_stop(backoff, shutdown).await {
-                return false;
+                return Delivery::Shutdown;
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -153,6 +212,39 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
+}
+
+/// Take, renew and (at shutdown) give back `lease`, keeping `held` up to date; a Redis error
+/// counts as not holding it, so two processes never deliver at once.
+async fn keep_lease(mut leases: Leases, lease: String, held: Arc<AtomicBool>, shutdown: CancellationToken) {
+    let mut token = None;
+    loop {
+        let holding = match token {
+            None => match leases.acquire(&lease).await {
+                Ok(Some(t)) => {
+                    token = Some(t);
+                    true
+                }
+                _ => false,
+            },
+            Some(t) => match leases.renew(&lease, t).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    token = None;
+                    false
+                }
+                Err(_) => false,
+            },
+        };
+        held.store(holding, Ordering::Release);
+        if sleep_or_stop(leases.lease() / 3, &shutdown).await {
+            held.store(false, Ordering::Release);
+            if let Some(t) = token {
+                let _ = leases.release(&lease, t).await;
+            }
+            return;
+        }
+    }
 }
 
 /// Sleep for `wait`; true if `shutdown` came first.

@@ -99,9 +99,15 @@ pub async fn run(
         live: live.clone(),
     };
     let recorder = tokio::spawn(recorder.run(events_rx, shutdown.clone()));
+    let clustered = !matches!(placement, Placement::All);
     for hook in &config.webhooks {
-        let webhook = Webhook::new(hook.clone(), store.clone(), metrics.clone())
+        let mut webhook = Webhook::new(hook.clone(), store.clone(), metrics.clone())
             .with_context(|| format!("setting up webhook {}", hook.key()))?;
+        if clustered {
+            // One process delivers each webhook; the lease lives on a connection of its own.
+            let leases = Leases::new(&config.redis.url, &config.cluster).context("configuring webhook leases")?;
+            webhook = webhook.with_lease(leases);
+        }
         tokio::spawn(webhook.run(live.subscribe(), shutdown.clone()));
     }
     let policy = retention::Policy {

@@ -311,3 +311,22 @@ pub async fn serve_api(dir: &Path, parts: ApiParts, shutdown: &tokio_util::sync:
     tokio::spawn(vigil::api::serve(listener, state, shutdown.clone()));
     base
 }
+
+/// An HTTP endpoint on `port` that keeps every body POSTed to `/hook`.
+pub async fn hook_endpoint(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<axum::body::Bytes>>> {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    received
+}
