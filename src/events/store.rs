@@ -367,21 +367,17 @@ impl Store {
 
     /// Events saved or revised after change `seq`, in change order (see the `seq` migration).
     pub async fn changed_after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(select_events!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
-            .bind(seq)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(row_to_event).collect()
+        self.page(select_events!("WHERE seq > $1 ORDER BY seq LIMIT $2"), seq, limit).await
     }
 
     /// Events with id greater than `after_id`, oldest first.
     pub async fn after(&self, after_id: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(select_events!("WHERE id > $1 ORDER BY id LIMIT $2"))
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        self.page(select_events!("WHERE id > $1 ORDER BY id LIMIT $2"), after_id, limit).await
+    }
+
+    /// One page of a keyset query taking a cursor and a limit.
+    async fn page(&self, sql: &'static str, cursor: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(sql).bind(cursor).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(row_to_event).collect()
     }
 
