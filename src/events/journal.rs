@@ -79,30 +79,22 @@ pub struct Journal {
     segments: VecDeque<Segment>,
     /// Records appended and not yet read back, across segments.
     held: usize,
-    /// Size of the records not yet read back.
-    bytes: u64,
 }
 
 impl Journal {
     /// Open `dir` (created if missing) and adopt the files no running process holds.
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "journal"))
-            .collect();
-        names.sort();
-        let mut journal = Self { dir: dir.to_path_buf(), segments: VecDeque::new(), held: 0, bytes: 0 };
-        for path in names {
+        let mut journal = Self { dir: dir.to_path_buf(), segments: VecDeque::new(), held: 0 };
+        for path in journal_files(dir)? {
             match adopt(&path) {
                 Ok(Some(seg)) => {
-                    let (count, bytes) = count_records(&seg)?;
+                    let count = count_records(&seg)?;
                     if count == 0 {
                         remove(&seg);
                         continue;
                     }
                     journal.held += count;
-                    journal.bytes += bytes;
                     journal.segments.push_back(seg);
                 }
                 Ok(None) => {}
@@ -121,11 +113,6 @@ impl Journal {
         self.held == 0
     }
 
-    /// Bytes held, not yet read back.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Append `held` and fsync it.
     pub fn append(&mut self, held: &Held) -> io::Result<()> {
         let record = encode(held)?;
@@ -137,7 +124,6 @@ impl Journal {
         seg.file.sync_data()?;
         seg.end += record.len() as u64;
         self.held += 1;
-        self.bytes += record.len() as u64;
         Ok(())
     }
 
@@ -150,10 +136,9 @@ impl Journal {
                 match read_record(seg) {
                     Ok(found) => return Some(found),
                     Err(e) => {
-                        let (lost, bytes) = count_records(seg).unwrap_or((0, 0));
+                        let lost = count_records(seg).unwrap_or(0);
                         warn!(path = %seg.path.display(), offset = seg.read, "journal record unreadable; the rest of this file is skipped: {e}");
                         self.held = self.held.saturating_sub(lost);
-                        self.bytes = self.bytes.saturating_sub(bytes);
                         seg.read = seg.end;
                     }
                 }
@@ -169,7 +154,6 @@ impl Journal {
         let seg = self.segments.front_mut().expect("advance follows peek");
         seg.read += size;
         self.held = self.held.saturating_sub(1);
-        self.bytes = self.bytes.saturating_sub(size);
         if seg.read >= seg.end {
             let seg = self.segments.pop_front().expect("front exists");
             remove(&seg);
@@ -187,19 +171,10 @@ impl Journal {
 /// The events held in `dir`'s journal files, oldest first, read without taking or changing
 /// anything (for inspection while no process runs on them).
 pub fn held_events(dir: &Path) -> io::Result<Vec<Held>> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "journal"))
-        .collect();
-    names.sort();
     let mut all = Vec::new();
-    for path in names {
-        let mut file = File::open(&path)?;
-        let mut header = [0u8; FILE_HEADER as usize];
-        file.read_exact(&mut header)?;
-        let end = file.seek(SeekFrom::End(0))?;
-        let read = u64::from_le_bytes(header[8..].try_into().expect("8 bytes")).clamp(FILE_HEADER, end);
-        let mut seg = Segment { path, file, read, end, own: false };
+    for path in journal_files(dir)? {
+        let file = File::open(&path)?;
+        let mut seg = segment(path, file)?;
         while seg.read < seg.end {
             let Ok((held, size)) = read_record(&seg) else { break };
             all.push(held);
@@ -207,6 +182,28 @@ pub fn held_events(dir: &Path) -> io::Result<Vec<Held>> {
         }
     }
     Ok(all)
+}
+
+/// The `*.journal` files in `dir`, oldest first (names start with their creation time).
+fn journal_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// An existing journal file as a segment of another process's, read from its saved offset.
+fn segment(path: PathBuf, mut file: File) -> io::Result<Segment> {
+    let mut header = [0u8; FILE_HEADER as usize];
+    file.read_exact(&mut header)?;
+    if &header[..8] != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a vigil journal"));
+    }
+    let end = file.seek(SeekFrom::End(0))?;
+    let read = u64::from_le_bytes(header[8..].try_into().expect("8 bytes")).clamp(FILE_HEADER, end);
+    Ok(Segment { path, file, read, end, own: false })
 }
 
 /// A new file of this process's, locked.
@@ -227,20 +224,13 @@ fn create(dir: &Path) -> io::Result<Segment> {
 
 /// Lock and open another process's file; `None` while a running process holds it.
 fn adopt(path: &Path) -> io::Result<Option<Segment>> {
-    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(e),
     }
-    let mut header = [0u8; FILE_HEADER as usize];
-    file.read_exact(&mut header)?;
-    if &header[..8] != MAGIC {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a vigil journal"));
-    }
-    let end = file.seek(SeekFrom::End(0))?;
-    let read = u64::from_le_bytes(header[8..].try_into().expect("8 bytes")).clamp(FILE_HEADER, end);
-    Ok(Some(Segment { path: path.to_path_buf(), file, read, end, own: false }))
+    segment(path.to_path_buf(), file).map(Some)
 }
 
 fn remove(seg: &Segment) {
@@ -249,8 +239,8 @@ fn remove(seg: &Segment) {
     }
 }
 
-/// Records from the read offset to the first unreadable one, and their size.
-fn count_records(seg: &Segment) -> io::Result<(usize, u64)> {
+/// Records from the read offset to the first unreadable one.
+fn count_records(seg: &Segment) -> io::Result<usize> {
     let (mut at, mut count) = (seg.read, 0);
     let mut prefix = [0u8; RECORD_PREFIX];
     while at + RECORD_PREFIX as u64 <= seg.end {
@@ -262,7 +252,7 @@ fn count_records(seg: &Segment) -> io::Result<(usize, u64)> {
         at += size;
         count += 1;
     }
-    Ok((count, at - seg.read))
+    Ok(count)
 }
 
 fn record_size(prefix: &[u8; RECORD_PREFIX]) -> u64 {

@@ -323,11 +323,10 @@ impl Recorder {
         }
         // Stopping with events unwritten: they, and whatever the cameras still send, go to the
         // journal.
-        queue.spill(&keys);
         while let Some(item) = incoming.next().await {
             queue.admit(item, true, &keys);
-            queue.spill(&keys);
         }
+        queue.spill(&keys);
         queue.close();
     }
 

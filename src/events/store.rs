@@ -145,7 +145,8 @@ impl Store {
             None => None,
         };
         let written = self.commit_ordered(revise, ev, staged.as_ref(), snapshots_dir).await;
-        if let Some(staged) = &staged {
+        let placed = matches!(&written, Ok((_, None)));
+        if let (Some(staged), false) = (&staged, placed) {
             // After a failed write, or a rename that failed: nothing refers to these.
             staged.discard().await;
         }
