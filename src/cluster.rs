@@ -9,6 +9,10 @@
 //! another process has taken. Live processes announce themselves in the sorted set
 //! `{prefix}:nodes` (score: when their announcement expires), and each takes at most its fair
 //! share of the cameras, so a process that joins gets cameras from the others.
+//!
+//! Either way, a camera added, replaced or removed through one process's API is announced on
+//! the Pub/Sub channel `{prefix}:cameras` ([`CameraChanges`]), and every process reloads the
+//! saved cameras, so the change reaches the process that runs (or should run) the camera.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +64,7 @@ const RAISE: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
 
 /// This process's view of the camera leases in Redis.
 pub struct Leases {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     /// This process: host, pid and start time, unique across restarts.
@@ -71,14 +76,22 @@ impl Leases {
     /// Leases on the Redis at `url`; connects lazily.
     pub fn new(url: &str, cfg: &ClusterConfig) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let conn_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, conn_cfg)?;
+        let conn = connect_lazily(&client)?;
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         let node = format!("{}-{}-{}", host.trim(), std::process::id(), now_ms());
-        Ok(Self { conn, prefix: cfg.prefix.clone(), node, lease: Duration::from_secs_f64(cfg.lease_secs) })
+        Ok(Self { client, conn, prefix: cfg.prefix.clone(), node, lease: Duration::from_secs_f64(cfg.lease_secs) })
+    }
+
+    /// The same node's leases on a connection of its own (for renewing them apart from the
+    /// rest).
+    pub fn twin(&self) -> redis::RedisResult<Self> {
+        Ok(Self {
+            client: self.client.clone(),
+            conn: connect_lazily(&self.client)?,
+            prefix: self.prefix.clone(),
+            node: self.node.clone(),
+            lease: self.lease,
+        })
     }
 
     /// This process's name in Redis.
@@ -159,6 +172,52 @@ impl Leases {
     fn value(&self, token: i64) -> String {
         format!("{}:{token}", self.node)
     }
+}
+
+/// The Pub/Sub channel `{prefix}:cameras`, on which processes announce changes to the cameras
+/// saved through the API.
+pub struct CameraChanges {
+    client: redis::Client,
+    conn: ConnectionManager,
+    channel: String,
+}
+
+impl CameraChanges {
+    /// Changes announced on the Redis at `url`; connects lazily.
+    pub fn new(url: &str, cfg: &ClusterConfig) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let conn = connect_lazily(&client)?;
+        Ok(Self { client, conn, channel: format!("{}:cameras", cfg.prefix) })
+    }
+
+    /// Tell the other processes that saved camera `id` changed.
+    pub async fn announce(&self, id: &str) -> redis::RedisResult<()> {
+        let _: i64 = redis::cmd("PUBLISH").arg(&self.channel).arg(id).query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Subscribe on a connection of its own; the stream yields the id of each camera changed,
+    /// and ends when the connection is lost.
+    pub async fn subscribe(&self) -> redis::RedisResult<impl futures::Stream<Item = String> + use<>> {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&self.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "no answer within 2 s")))??;
+        Ok(futures::StreamExt::map(pubsub.into_on_message(), |msg| msg.get_payload().unwrap_or_default()))
+    }
+}
+
+/// A connection that gives up quickly (a lease is only seconds long), made on first use.
+fn connect_lazily(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client.clone(), cfg)
 }
 
 fn now_ms() -> u64 {

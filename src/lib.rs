@@ -12,6 +12,8 @@ pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod events;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod geometry;
 pub mod inference;
 pub mod ingest;
@@ -21,4 +23,5 @@ pub mod redact;
 pub mod sample;
 pub mod status;
 pub mod supervisor;
+pub mod throttle;
 pub mod track;

@@ -36,6 +36,7 @@ pub struct Metrics {
     /// Seconds from a frame's wall time to its event being published.
     pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
+    analysis_restarts: IntCounterVec,
     plate_reads: IntCounterVec,
     /// Webhook POSTs, by webhook name and outcome (`delivered`, `failed`).
     pub webhook_posts: IntCounterVec,
@@ -54,6 +55,12 @@ pub struct CameraMetrics {
     /// Plate reads skipped because the plate-read queue was full.
     pub plate_reads_skipped: IntCounter,
     pub queue_depth: IntGauge,
+    /// Frames dropped while analysis was down, waiting to restart.
+    pub dropped_analysis_down: IntCounter,
+    /// Analysis restarts after a panic.
+    pub analysis_panics: IntCounter,
+    /// Analysis restarts after it stopped making progress.
+    pub analysis_stalls: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -122,6 +129,12 @@ impl Metrics {
                 "Detector runs (frames or crops), by camera",
                 &["camera"],
             ),
+            analysis_restarts: counter_vec(
+                &r,
+                "vigil_analysis_restarts_total",
+                "Analysis restarts, by camera and reason (panic, stall)",
+                &["camera", "reason"],
+            ),
             plate_reads: counter_vec(
                 &r,
                 "vigil_plate_reads_total",
@@ -177,6 +190,9 @@ impl Metrics {
             plate_reads: self.plate_reads.with_label_values(&[id, "done"]),
             plate_reads_skipped: self.plate_reads.with_label_values(&[id, "skipped"]),
             queue_depth: self.queue_depth.with_label_values(&[id]),
+            dropped_analysis_down: self.frames_dropped.with_label_values(&[id, "analysis_down"]),
+            analysis_panics: self.analysis_restarts.with_label_values(&[id, "panic"]),
+            analysis_stalls: self.analysis_restarts.with_label_values(&[id, "stall"]),
         }
     }
 

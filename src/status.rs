@@ -28,6 +28,16 @@ pub enum CameraState {
     Stopped,
 }
 
+/// Whether a camera's analysis is running, or waiting to start again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisState {
+    Running,
+    /// It panicked or stopped making progress, and starts again after a backoff; frames are
+    /// dropped meanwhile.
+    Restarting,
+}
+
 /// What the API shows for one camera.
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraReport {
@@ -35,6 +45,9 @@ pub struct CameraReport {
     pub state: CameraState,
     /// Redacted.
     pub last_error: Option<String>,
+    pub analysis: AnalysisState,
+    /// Times analysis was started again after a panic or a stall.
+    pub analysis_restarts: u64,
     pub decode_fps: f64,
     pub analysed_fps: f64,
     pub detect_fps: f64,
@@ -54,6 +67,7 @@ pub struct Latency {
 
 struct Inner {
     state: CameraState,
+    analysis: AnalysisState,
     last_error: Option<String>,
     last_frame: Option<DateTime<Utc>>,
     rates: [f64; 3],
@@ -80,6 +94,18 @@ impl CameraStatus {
         if error.is_some() {
             inner.last_error = error;
         }
+    }
+
+    /// Analysis failed with `error` and waits to start again.
+    pub fn analysis_failed(&self, error: String) {
+        let mut inner = self.lock();
+        inner.analysis = AnalysisState::Restarting;
+        inner.last_error = Some(error);
+    }
+
+    /// Analysis is running (again).
+    pub fn analysis_running(&self) {
+        self.lock().analysis = AnalysisState::Running;
     }
 
     /// Record one detector call.
@@ -117,6 +143,8 @@ impl CameraStatus {
             id: self.id.clone(),
             state: inner.state,
             last_error: inner.last_error.clone(),
+            analysis: inner.analysis,
+            analysis_restarts: self.metrics.analysis_panics.get() + self.metrics.analysis_stalls.get(),
             decode_fps: inner.rates[0],
             analysed_fps: inner.rates[1],
             detect_fps: inner.rates[2],
@@ -143,6 +171,7 @@ impl Registry {
             metrics,
             inner: Mutex::new(Inner {
                 state: CameraState::Connecting,
+                analysis: AnalysisState::Running,
                 last_error: None,
                 last_frame: None,
                 rates: [0.0; 3],

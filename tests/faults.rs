@@ -1,5 +1,6 @@
 //! Faults on real servers: a camera's RTSP server dies and comes back, a camera that never
-//! answers, a corrupted stream. The process stays up and the other cameras are unaffected.
+//! answers, a corrupted stream, and (with the test-only `fault-injection` feature) analysis that
+//! panics or hangs. The process stays up and the other cameras are unaffected.
 
 mod common;
 
@@ -245,4 +246,69 @@ async fn a_corrupted_stream_decodes_what_it_can() {
     assert!(!vigil.log_text().contains("panicked"), "{}", vigil.log_text());
     let (code, _) = vigil.terminate();
     assert_eq!(code, Some(0), "still running and exits cleanly");
+}
+
+/// Metric `name{labels}`'s value on the API's `/metrics`, 0 when absent.
+async fn metric(api: u16, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{api}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs --features fault-injection (scripts/test turns it on)")]
+async fn analysis_that_panics_or_hangs_is_restarted_and_events_flow_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let server = SampleServer::start(&media("car-detection.mp4"), "cam", 0).unwrap();
+    let api = free_port();
+    let (toml, db) = config(dir.path(), &redis.url(), api, &[("a", server.url())]);
+    // Detection on, so the object stage is rebuilt too; a 2 s model timeout puts the analysis
+    // watchdog at 6 s.
+    let toml = toml.replace("[cameras.detection]\nenabled = false", "[cameras.detection]\nenabled = true")
+        + "[inference]\ntimeout_secs = 2.0\n";
+    let vigil = Vigil::start_env(dir.path(), &toml, &[], &[("VIGIL_FAULT", "panic@40,hang@200")]);
+    let panic_series = r#"vigil_analysis_restarts_total{camera="a",reason="panic"}"#;
+    let stall_series = r#"vigil_analysis_restarts_total{camera="a",reason="stall"}"#;
+
+    vigil.wait_log("analysis panicked: injected fault", Duration::from_secs(60)).await;
+    let status = camera(api, "a").await;
+    assert!(status["last_error"].as_str().unwrap().contains("analysis panicked"), "{status}");
+    assert_eq!(metric(api, panic_series).await, 1.0);
+    vigil.wait_log("analysis made no progress for 6 s", Duration::from_secs(60)).await;
+    let stalled_at = Instant::now();
+    assert!(metric(api, stall_series).await >= 1.0);
+    let status = camera(api, "a").await;
+    assert!(status["analysis_restarts"].as_u64().unwrap() >= 2, "{status}");
+    assert!(status["last_error"].as_str().unwrap().contains("no progress"), "{status}");
+    let store = Store::connect(&db).await.unwrap();
+    let last = store.after(0, 100_000).await.unwrap().last().map_or(0, |e| e.id);
+
+    // Analysis runs again: frames are analysed, the fresh object stage runs the detector, and
+    // new events are saved.
+    let analysed = r#"vigil_frames_analysed_total{camera="a"}"#;
+    let detected = r#"vigil_detections_total{camera="a"}"#;
+    let (analysed_then, detected_then) = (metric(api, analysed).await, metric(api, detected).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fresh = loop {
+        let fresh: Vec<_> = store.after(last, 1000).await.unwrap();
+        if fresh.iter().any(|e| e.event_type == EventType::Motion) && metric(api, detected).await > detected_then {
+            break fresh;
+        }
+        assert!(Instant::now() < deadline, "no events after the restart: {fresh:?}\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "events again {:.1} s after the stall was caught ({} new)",
+        stalled_at.elapsed().as_secs_f64(),
+        fresh.len()
+    );
+    assert!(metric(api, analysed).await > analysed_then);
+    let status = camera(api, "a").await;
+    assert_eq!(status["analysis"], "running", "{status}");
+    assert_eq!(status["state"], "streaming", "the source was never dropped: {status}");
+    let states = camera_states(&store.after(0, 100_000).await.unwrap(), "a");
+    assert_eq!(states, ["connected"], "analysis restarts leave the source alone");
+    let (code, took) = vigil.terminate();
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(dir.path().join("vigil.log")).unwrap_or_default());
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

@@ -1,5 +1,6 @@
 //! Several `vigil run` processes on one Redis and one PostgreSQL: cameras split by `--shard`
-//! and by leases, each camera run by exactly one process; a killed process's cameras move to
+//! and by leases, each camera run by exactly one process; cameras added, changed and removed
+//! through any process's API reach the one that runs them; a killed process's cameras move to
 //! the others within the lease time; a stale writer is fenced out of the database.
 
 mod common;
@@ -102,6 +103,49 @@ async fn static_shards_run_each_camera_once() {
         let shard: Shard = format!("{i}/3").parse().unwrap();
         assert!(ids.iter().all(|id| shard.owns(id)), "shard {i} runs {ids:?}");
     }
+
+    // A camera that belongs to shard 1, added through shard 0, changed through shard 2 and
+    // removed through shard 0: each change reaches shard 1 (announced in Redis), and the
+    // camera never runs anywhere else.
+    let owner: Shard = "1/3".parse().unwrap();
+    let id = (0..).map(|i| format!("api-{}-{i}", std::process::id())).find(|id| owner.owns(id)).unwrap();
+    let server = SampleServer::start(&media("car-detection.mp4"), "api", 0).unwrap();
+    let http = reqwest::Client::new();
+    let url = |node: &Node, path: &str| format!("http://127.0.0.1:{}/api/cameras{path}", node.api);
+    let body = serde_json::json!({"camera_id": id, "stream_url": server.url(), "detection": {"enabled": false}});
+    let sent = Instant::now();
+    let res = http.post(url(&nodes[0], "")).json(&body).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    let mut with_new = all.clone();
+    with_new.insert(id.clone());
+    let split = wait_split(&refs, &with_new, Duration::from_secs(20), |s| s[1].contains(&id)).await;
+    println!("added through shard 0, streaming in shard 1 after {:?}: {split:?}", sent.elapsed());
+    let store = Store::connect(&postgres_url()).await.unwrap();
+    // The source's own states, from whichever process ran it.
+    let states = async || {
+        let all = common::camera_states(&store.after(0, 1_000_000).await.unwrap(), &id);
+        all.into_iter().filter(|s| s == "connected" || s == "disconnected").collect::<Vec<_>>()
+    };
+    let changed = serde_json::json!({"stream_url": server.url(), "detect_fps": 2, "detection": {"enabled": false}});
+    let res = http.put(url(&nodes[2], &format!("/{id}"))).json(&changed).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while states().await.iter().filter(|s| *s == "connected").count() < 2 {
+        assert!(Instant::now() < deadline, "the owner did not restart the changed camera: {:?}", states().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let res = http.delete(url(&nodes[0], &format!("/{id}"))).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    wait_split(&refs, &all, Duration::from_secs(20), |_| true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states().await.last().map(String::as_str) != Some("disconnected") {
+        assert!(Instant::now() < deadline, "the owner did not stop the removed camera: {:?}", states().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let states = states().await;
+    println!("camera states: {states:?}");
+    let overlaps = states.windows(2).filter(|w| w[0] == "connected" && w[1] == "connected").count();
+    assert_eq!(overlaps, 0, "run by two processes at once: {states:?}");
     for node in nodes {
         assert_eq!(node.vigil.terminate().0, Some(0));
     }

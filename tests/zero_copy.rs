@@ -67,7 +67,11 @@ async fn frames_reach_analysis_without_a_frame_sized_allocation() {
     tokio::spawn(async move { while drained.recv().await.is_some() {} });
     let analysis = {
         let (cam, m) = (cam.clone(), metrics.clone());
-        std::thread::spawn(move || vigil::analysis::run(cam, rx, None, events, m))
+        std::thread::spawn(move || {
+            let progress = vigil::analysis::Progress::default();
+            let generation = progress.next_generation();
+            vigil::analysis::run(&cam, &rx, &mut None, &events.downgrade(), &m, &progress, generation)
+        })
     };
     let streamer = Streamer::build(&cam, sink.clone()).unwrap();
     streamer.start().unwrap();

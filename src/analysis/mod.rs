@@ -2,18 +2,20 @@
 //! (motion on every frame, then the gated [`objects`] stage), turning their output into events.
 //!
 //! It runs on its own OS thread per camera, because it is CPU-bound and must never stall the
-//! async runtime; it hands events to the recorder and never waits on storage.
+//! async runtime; it hands events to the recorder and never waits on storage. The supervisor
+//! watches its [`Progress`] and starts it again after a panic or a stall.
 
 pub mod objects;
 pub mod plates;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_video::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{debug, info_span, warn};
+use tracing::{debug, info_span};
 
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
@@ -21,6 +23,7 @@ use crate::events::{EventType, NewEvent};
 use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::{MotionDetector, MotionEpisode, Phase};
+use crate::throttle::Throttle;
 use objects::ObjectStage;
 
 /// Stream time that only moves forward: pts deltas, clamped, so reconnects (pts restarting at
@@ -42,13 +45,59 @@ impl StreamClock {
     }
 }
 
-/// Analyse frames until the channel is closed and drained.
+/// How long analysis waits for a frame before it looks at the clock (ends quiet episodes, ages
+/// tracks) and beats its [`Progress`].
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+/// How far one camera's analysis has got: a heartbeat at each frame and each idle wait, for the
+/// watchdog that restarts it when it stops; and which run of it may go on, so a run that was
+/// given up as hung and wakes later steps aside.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last beat.
+    beat: AtomicU64,
+    generation: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self { epoch: Instant::now(), beat: AtomicU64::new(0), generation: AtomicU64::new(0) }
+    }
+}
+
+impl Progress {
+    fn beat(&self) {
+        self.beat.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn idle(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.beat.load(Ordering::Relaxed)))
+    }
+
+    /// Start a new run (the earlier ones stop at their next frame); returns its generation.
+    pub fn next_generation(&self) -> u64 {
+        self.beat();
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn current(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) == generation
+    }
+}
+
+/// Analyse frames until the channel is closed and drained, or until `progress` moves on to a
+/// later generation than `generation`. Events go to `events` while the camera's task holds the
+/// channel open: a run given up as hung must not keep the recorder waiting at shutdown.
 pub fn run(
-    cam: CameraConfig,
-    rx: Receiver<Frame>,
-    mut objects: Option<ObjectStage>,
-    events: mpsc::Sender<NewEvent>,
-    metrics: CameraMetrics,
+    cam: &CameraConfig,
+    rx: &Receiver<Frame>,
+    objects: &mut Option<ObjectStage>,
+    events: &mpsc::WeakSender<NewEvent>,
+    metrics: &CameraMetrics,
+    progress: &Progress,
+    generation: u64,
 ) {
     let _span = info_span!("camera", id = %cam.id).entered();
     let mut detector: Option<MotionDetector> = None;
@@ -56,14 +105,21 @@ pub fn run(
     let mut clock = StreamClock::default();
     let mut last_frame = Instant::now();
     let mut previous: Option<Frame> = None;
-    let emit = |ev: NewEvent| {
-        if events.blocking_send(ev).is_err() {
-            warn!("event recorder stopped; event lost");
+    let (mut lost, mut unmapped) = (Throttle::default(), Throttle::default());
+    let mut emit = |ev: NewEvent| {
+        if events.upgrade().is_none_or(|tx| tx.blocking_send(ev).is_err()) {
+            lost.warn(format_args!("event recorder stopped; event lost"));
         }
     };
     loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
+        if !progress.current(generation) {
+            return;
+        }
+        progress.beat();
+        match rx.recv_timeout(IDLE_WAIT) {
             Recv::Item(frame) => {
+                #[cfg(feature = "fault-injection")]
+                crate::fault::analysed_frame();
                 last_frame = Instant::now();
                 let t = clock.advance(frame.pts);
                 let motion = {
@@ -72,7 +128,7 @@ pub fn run(
                         _ => detector.insert(MotionDetector::new(&cam.motion, frame.width(), frame.height())),
                     };
                     let Ok(mapped) = frame.map() else {
-                        warn!(seq = frame.seq, "frame could not be mapped; skipped");
+                        unmapped.warn(format_args!("frame {} could not be mapped; skipped", frame.seq));
                         continue;
                     };
                     let (Ok(luma), stride) = (mapped.plane_data(0), mapped.plane_stride()[0] as usize) else {
@@ -83,15 +139,15 @@ pub fn run(
                 if let Some(phase) = episode.update(&motion, t) {
                     emit(motion_event(&cam.id, phase, &frame));
                 }
-                if let Some(stage) = &mut objects {
-                    stage.process(&frame, &motion, t).into_iter().for_each(emit);
+                if let Some(stage) = objects {
+                    stage.process(&frame, &motion, t).into_iter().for_each(&mut emit);
                 }
                 metrics.analysed.inc();
                 previous = Some(frame);
             }
             Recv::Timeout => {
-                if let Some(stage) = &mut objects {
-                    stage.poll().into_iter().for_each(emit);
+                if let Some(stage) = objects {
+                    stage.poll().into_iter().for_each(&mut emit);
                 }
                 // The source went quiet: close an open episode in wall time.
                 let quiet = last_frame.elapsed().as_secs_f64();
@@ -102,17 +158,17 @@ pub fn run(
                     emit(motion_end_without_frame(&cam.id, phase));
                 }
                 if quiet >= cam.tracker.max_age_secs
-                    && let Some(stage) = &mut objects
+                    && let Some(stage) = objects
                 {
-                    stage.finish(previous.as_ref()).into_iter().for_each(emit);
+                    stage.finish(previous.as_ref()).into_iter().for_each(&mut emit);
                 }
             }
             Recv::Closed => {
                 if let Some(phase) = episode.finish() {
                     emit(motion_end_without_frame(&cam.id, phase));
                 }
-                if let Some(stage) = &mut objects {
-                    stage.finish(previous.as_ref()).into_iter().for_each(emit);
+                if let Some(stage) = objects {
+                    stage.finish(previous.as_ref()).into_iter().for_each(&mut emit);
                 }
                 return;
             }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tracing::warn;
 
 use super::plates::PlateStage;
 use crate::anpr::queue::ReadQueue;
@@ -25,6 +24,7 @@ use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::Motion;
 use crate::status::CameraStatus;
+use crate::throttle::Throttle;
 use crate::track::{Change, Track, Tracker};
 
 /// Detections below this score are not even given to the tracker.
@@ -62,6 +62,7 @@ pub struct ObjectStage {
     metrics: CameraMetrics,
     status: Arc<CameraStatus>,
     plates: Option<PlateStage>,
+    failing: Throttle,
 }
 
 impl ObjectStage {
@@ -101,7 +102,15 @@ impl ObjectStage {
             metrics,
             status,
             plates,
+            failing: Throttle::default(),
         })
+    }
+
+    /// A stage with the same camera, models and plate queue, and no tracks: what analysis
+    /// starts again with after a failure.
+    pub fn fresh(&self) -> Result<Self, String> {
+        let plates = self.plates.as_ref().map(PlateStage::queue);
+        Self::new(&self.cam, self.detector.clone(), plates, self.metrics.clone(), self.status.clone())
     }
 
     /// Run on one frame at stream time `t`; returns the events it produced.
@@ -136,7 +145,7 @@ impl ObjectStage {
         let found = match detected {
             Ok(found) => found,
             Err(e) => {
-                warn!("detection failed: {e}");
+                self.failing.warn(format_args!("detection failed: {e}"));
                 return events;
             }
         };

@@ -24,6 +24,7 @@ use crate::events::{EventType, NewEvent, snapshot};
 use crate::geometry::iou;
 use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
+use crate::throttle::Throttle;
 use crate::track::{Change, Tracker};
 
 /// A read whose least sure character is below this does not vote; a weaker character is usually
@@ -144,6 +145,7 @@ pub struct PlateStage {
     recent: Vec<Recent>,
     due: Vec<Due>,
     in_flight: Option<InFlight>,
+    failing: Throttle,
 }
 
 impl PlateStage {
@@ -178,7 +180,13 @@ impl PlateStage {
             recent: Vec::new(),
             due: Vec::new(),
             in_flight: None,
+            failing: Throttle::default(),
         })
+    }
+
+    /// The queue this camera's reads go to.
+    pub fn queue(&self) -> ReadQueue {
+        self.queue.clone()
     }
 
     /// Whether detections of `class` are vehicles whose plates are read.
@@ -323,7 +331,7 @@ impl PlateStage {
                 false
             }
             Err(e @ QueueError::Stopped) => {
-                warn!("plate read not sent: {e}");
+                self.failing.warn(format_args!("plate read not sent: {e}"));
                 false
             }
         }
@@ -344,7 +352,7 @@ impl PlateStage {
             .zip(offsets)
             .map(|(r, offset)| {
                 r.map(|reads| self.plates_in(&frame, reads, offset))
-                    .inspect_err(|e| warn!("plate reading failed: {e}"))
+                    .inspect_err(|e| self.failing.warn(format_args!("plate reading failed: {e}")))
                     .unwrap_or_default()
             })
             .collect();

@@ -252,6 +252,11 @@ pub struct InferenceConfig {
     /// one and a lone camera never waits.
     #[serde(default = "default_batch_window")]
     pub batch_window_ms: f64,
+    /// How long a caller waits for a model's answer, queueing included, before it gives up on
+    /// that frame or plate. Default 10. A camera's analysis that makes no progress for three
+    /// times this is restarted.
+    #[serde(default = "default_inference_timeout")]
+    pub timeout_secs: f64,
 }
 
 impl Default for InferenceConfig {
@@ -265,6 +270,7 @@ impl Default for InferenceConfig {
             sessions: 0,
             max_batch: default_max_batch(),
             batch_window_ms: default_batch_window(),
+            timeout_secs: default_inference_timeout(),
         }
     }
 }
@@ -274,6 +280,22 @@ fn default_max_batch() -> usize {
 }
 fn default_batch_window() -> f64 {
     0.0
+}
+fn default_inference_timeout() -> f64 {
+    10.0
+}
+
+impl InferenceConfig {
+    /// How long a caller waits for a model's answer.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_secs)
+    }
+
+    /// How long a camera's analysis may go without progress before it is restarted: room for a
+    /// frame whose detection and plate read both wait out their timeouts.
+    pub fn analysis_stall(&self) -> Duration {
+        self.timeout() * 3
+    }
 }
 
 /// ONNX Runtime execution provider.
@@ -823,8 +845,15 @@ impl Config {
         if inf.sessions > 64 {
             return Err(FieldError::new(vec![Name("inference")], "need sessions 0..=64 (0: one per core)"));
         }
-        if !(1..=64).contains(&inf.max_batch) || !(0.0..=100.0).contains(&inf.batch_window_ms) {
-            return Err(FieldError::new(vec![Name("inference")], "need max_batch 1..=64 and batch_window_ms 0..=100"));
+        let valid = (1..=64).contains(&inf.max_batch)
+            && (0.0..=100.0).contains(&inf.batch_window_ms)
+            && inf.timeout_secs > 0.0
+            && inf.timeout_secs <= 600.0;
+        if !valid {
+            return Err(FieldError::new(
+                vec![Name("inference")],
+                "need max_batch 1..=64, batch_window_ms 0..=100 and timeout_secs in (0, 600]",
+            ));
         }
         check_db_url(&self.database.url).map_err(|r| FieldError::new(vec![Name("database"), Name("url")], r))?;
         check_redis(&self.redis).map_err(|(field, r)| FieldError::new(vec![Name("redis"), Name(field)], r))?;

@@ -42,6 +42,8 @@ pub enum InferenceError {
     Run(String),
     #[error("the inference service has stopped")]
     Stopped,
+    #[error("no answer from the model within {0:.1} s")]
+    Timeout(f64),
 }
 
 /// What a session is for; it decides the defaults that suit its load.
@@ -199,6 +201,8 @@ struct Request {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::SyncSender<Request>,
+    /// How long a caller waits for its answer, queueing included.
+    timeout: Duration,
     /// Whether the model accepts a batch larger than one.
     pub dynamic_batch: bool,
 }
@@ -225,7 +229,7 @@ impl Batcher {
                 .spawn(move || serve(session, &rx, max_batch, window, &model, &metrics))
                 .expect("spawn inference thread");
         }
-        Self { tx, dynamic_batch }
+        Self { tx, timeout: cfg.timeout(), dynamic_batch }
     }
 
     /// Run one item (`shape` without the batch dimension) and wait for its output.
@@ -233,8 +237,11 @@ impl Batcher {
         self.infer_many(vec![(shape.to_vec(), data)]).pop().unwrap_or(Err(InferenceError::Stopped))
     }
 
-    /// Submit several items at once (so they can share calls) and wait for all, in order.
+    /// Submit several items at once (so they can share calls) and wait for all, in order. Items
+    /// not answered within the timeout (a hung or swamped model) fail with
+    /// [`InferenceError::Timeout`]; their late answers are dropped.
     pub fn infer_many(&self, items: Vec<(Vec<usize>, Vec<f32>)>) -> Vec<Result<Output, InferenceError>> {
+        let deadline = Instant::now() + self.timeout;
         let pending: Vec<_> = items
             .into_iter()
             .map(|(shape, data)| {
@@ -244,7 +251,14 @@ impl Batcher {
             .collect();
         pending
             .into_iter()
-            .map(|rx| rx.map_err(|_| InferenceError::Stopped)?.recv().map_err(|_| InferenceError::Stopped)?)
+            .map(|rx| {
+                let rx = rx.map_err(|_| InferenceError::Stopped)?;
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(answer) => answer,
+                    Err(RecvTimeoutError::Timeout) => Err(InferenceError::Timeout(self.timeout.as_secs_f64())),
+                    Err(RecvTimeoutError::Disconnected) => Err(InferenceError::Stopped),
+                }
+            })
             .collect()
     }
 }

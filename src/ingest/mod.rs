@@ -272,6 +272,8 @@ impl Streamer {
     pub async fn wait(&self) -> StreamEnd {
         let Some(bus) = self.pipeline.bus() else { return StreamEnd::Error("pipeline has no bus".into()) };
         let mut messages = bus.stream();
+        // A corrupted stream can warn on every frame.
+        let mut warnings = crate::throttle::Throttle::default();
         while let Some(msg) = messages.next().await {
             match msg.view() {
                 gst::MessageView::Eos(_) => return StreamEnd::Eos,
@@ -279,7 +281,9 @@ impl Streamer {
                     let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
                     return StreamEnd::Error(redact(&format!("{}{debug}", e.error())));
                 }
-                gst::MessageView::Warning(w) => tracing::warn!("gstreamer: {}", redact(&w.error().to_string())),
+                gst::MessageView::Warning(w) => {
+                    warnings.warn(format_args!("gstreamer: {}", redact(&w.error().to_string())));
+                }
                 _ => {}
             }
         }

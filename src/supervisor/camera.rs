@@ -1,5 +1,5 @@
-//! One camera's task: its analysis thread, and its pipeline restarted with capped exponential
-//! backoff until the camera is stopped.
+//! One camera's task: its analysis (kept alive by the [`keeper`](super::keeper)), and its
+//! pipeline restarted with capped exponential backoff, jittered, until the camera is stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::analysis::{self, objects::ObjectStage};
+use super::keeper::{self, Analysis};
+use crate::analysis::objects::ObjectStage;
 use crate::channel::{self, Policy};
 use crate::config::{CameraConfig, FullPolicy};
 use crate::events::{EventType, NewEvent};
@@ -18,17 +19,26 @@ use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
 use crate::status::{CameraState, CameraStatus};
+use crate::throttle::Throttle;
 
-/// A source that streamed this long has its backoff reset.
-const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// A source (or analysis) that ran this long has its backoff reset.
+pub(super) const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-/// Run one camera until `stop`: its analysis thread, and its pipeline restarted after failures.
+/// A random wait between half and all of `backoff` ("equal jitter"), so cameras that failed
+/// together (a recorder or a switch restarting) do not all retry in the same instant.
+pub(super) fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Run one camera until `stop`: its analysis, and its pipeline restarted after failures.
+/// `stall` is how long analysis may go without progress before it is restarted.
 pub async fn run(
     cam: CameraConfig,
     objects: Option<ObjectStage>,
     status: Arc<CameraStatus>,
     events: mpsc::Sender<NewEvent>,
     metrics: Arc<Metrics>,
+    stall_analysis: Duration,
     stop: CancellationToken,
 ) {
     let cam_metrics = metrics.camera(&cam.id);
@@ -37,12 +47,21 @@ pub async fn run(
         _ => Policy::DropOldest,
     };
     let (tx, rx) = channel::bounded(cam.backpressure.capacity, policy);
-    let analysis = {
-        let (cam, events, m) = (cam.clone(), events.clone(), cam_metrics.clone());
-        std::thread::Builder::new()
-            .name(format!("analysis-{}", cam.id))
-            .spawn(move || analysis::run(cam, rx, objects, events, m))
-            .expect("spawn analysis thread")
+    let analysis = Analysis {
+        cam: cam.clone(),
+        rx,
+        events: events.downgrade(),
+        metrics: cam_metrics.clone(),
+        status: status.clone(),
+        stall: stall_analysis,
+    };
+    let analysis = match keeper::spawn(analysis, objects) {
+        Ok(handle) => handle,
+        Err(e) => {
+            error!("cannot start the camera's analysis thread: {e}");
+            status.set(CameraState::Stopped, Some(format!("cannot start analysis: {e}")));
+            return;
+        }
     };
     let sink = FrameSink {
         camera: cam.id.as_str().into(),
@@ -54,6 +73,7 @@ pub async fn run(
     };
     let stall = Duration::from_secs_f64(cam.reconnect.stall_secs);
     let mut failures = 0u32;
+    let mut log = Throttle::default();
     info!(url = %Redacted(&cam.url), ?policy, capacity = cam.backpressure.capacity, "camera starting");
     let mut finished = false;
     loop {
@@ -95,9 +115,20 @@ pub async fn run(
             break;
         }
         failures = if started.elapsed() > HEALTHY_RUN { 1 } else { failures + 1 };
-        let wait = if end == StreamEnd::Eos && cam.looping { Duration::ZERO } else { cam.reconnect.backoff(failures) };
+        let wait = match end {
+            StreamEnd::Eos if cam.looping => Duration::ZERO,
+            _ => jittered(cam.reconnect.backoff(failures)),
+        };
         if end != StreamEnd::Eos {
-            error!(retry_in = ?wait, "source failed: {reason}");
+            // The first failure of a camera that was fine is an error; the retries that follow
+            // are logged once a minute, with how many there were.
+            match (failures, log.ready()) {
+                (1, _) => error!(retry_in = ?wait, "source failed: {reason}"),
+                (_, Some(held)) => {
+                    warn!(retry_in = ?wait, failures, held_back = held, "source still failing: {reason}")
+                }
+                (_, None) => {}
+            }
             status.set(CameraState::Backoff, Some(reason));
         }
         tokio::select! {

@@ -9,20 +9,21 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::camera;
+use super::renew::{self, Held};
 use crate::analysis::objects::ObjectStage;
 use crate::anpr::PlateReader;
 use crate::anpr::queue::ReadQueue;
-use crate::cluster::{Leases, Shard};
+use crate::cluster::{CameraChanges, Leases, Shard};
 use crate::config::{CameraConfig, Config, ConfigError, Source};
 use crate::detect::Detector;
 use crate::events::{NewEvent, Store, StoreError};
@@ -105,10 +106,6 @@ struct State {
     running: BTreeMap<String, Running>,
     /// The camera leases in Redis, under lease placement.
     leases: Option<Leases>,
-    /// Camera leases this process holds, with their tokens.
-    held: BTreeMap<String, i64>,
-    /// When Redis last answered the lease heartbeat.
-    leases_seen: Instant,
     /// Saved cameras that did not parse, warned about once.
     rejected: std::collections::BTreeSet<String>,
     /// Where cameras send events; `None` once everything has stopped.
@@ -122,7 +119,7 @@ pub enum Placement {
     /// Those whose id hashes to this shard (`--shard i/n`).
     Shard(Shard),
     /// Those whose lease this process holds (`[cluster] leases`).
-    Leases(Leases),
+    Leases(Box<Leases>),
 }
 
 /// The detector and the plate-read queue, loaded when the first camera needs them and shared after.
@@ -146,6 +143,12 @@ pub struct Fleet {
     shutdown: CancellationToken,
     models: Arc<Mutex<Models>>,
     state: tokio::sync::Mutex<State>,
+    /// Where API changes are announced to the other processes, in a cluster.
+    changes: Option<CameraChanges>,
+    /// Camera leases this process holds (renewed by [`renew`](super::renew)).
+    held: Held,
+    /// Told when the renewer drops a lease that was lost.
+    lost: Arc<Notify>,
 }
 
 /// Camera ids that could not start, with why.
@@ -167,14 +170,12 @@ impl Fleet {
         let (shard, leases) = match placement {
             Placement::All => (None, None),
             Placement::Shard(shard) => (Some(shard), None),
-            Placement::Leases(leases) => (None, Some(leases)),
+            Placement::Leases(leases) => (None, Some(*leases)),
         };
         let state = State {
             wanted: BTreeMap::new(),
             running: BTreeMap::new(),
             leases,
-            held: BTreeMap::new(),
-            leases_seen: Instant::now(),
             rejected: Default::default(),
             events: Some(events),
         };
@@ -188,7 +189,15 @@ impl Fleet {
             shutdown,
             models: Arc::default(),
             state: tokio::sync::Mutex::new(state),
+            changes: None,
+            held: Held::default(),
+            lost: Arc::default(),
         }
+    }
+
+    /// Announce API changes on `changes`, so the other processes of a cluster pick them up.
+    pub fn with_changes(self, changes: CameraChanges) -> Self {
+        Self { changes: Some(changes), ..self }
     }
 
     /// Start the file's cameras, then the ones saved by the API (those this process runs). A file
@@ -226,6 +235,7 @@ impl Fleet {
         let events = state.events.clone();
         drop(state);
         announce(events, &[(&id, "added")], Origin::Api).await;
+        self.tell_cluster(&id).await;
         Ok(id)
     }
 
@@ -242,6 +252,7 @@ impl Fleet {
         let events = state.events.clone();
         drop(state);
         announce(events, &[(id, "updated")], Origin::Api).await;
+        self.tell_cluster(id).await;
         Ok(())
     }
 
@@ -255,7 +266,33 @@ impl Fleet {
         let events = state.events.clone();
         drop(state);
         announce(events, &[(id, "removed")], Origin::Api).await;
+        self.tell_cluster(id).await;
         Ok(())
+    }
+
+    /// Tell the other processes that saved camera `id` changed. The change is saved already, so
+    /// when Redis is down they still pick it up at their next periodic refresh.
+    async fn tell_cluster(&self, id: &str) {
+        if let Some(changes) = &self.changes
+            && let Err(e) = changes.announce(id).await
+        {
+            warn!(camera = %id, "cannot announce the change to the other processes; they see it at their next refresh: {e}");
+        }
+    }
+
+    /// Reload the cameras saved through the API (another process may have changed them), and
+    /// start or stop what that changes here.
+    pub async fn refresh(&self) {
+        let mut state = self.state.lock().await;
+        if state.events.is_none() {
+            return;
+        }
+        if let Err(e) = self.refresh_saved(&mut state).await {
+            return warn!("cannot read the cameras added through the API: {e}");
+        }
+        for (id, e) in self.sync(&mut state).await {
+            warn!(camera = %id, "camera not started: {}", Redacted(&e.to_string()));
+        }
     }
 
     /// Re-read the config file and apply the difference to the file's cameras. An invalid file
@@ -327,15 +364,25 @@ impl Fleet {
         state.wanted.get(id).map(|w| (w.origin, state.running.contains_key(id)))
     }
 
-    /// Keep the leases: renew, rebalance and take free cameras every third of a lease, until
-    /// `shutdown`. Does nothing unless placement is by leases.
+    /// Keep the leases until `shutdown`: renew them on a task of their own, and every third of
+    /// a lease (or when one was lost) rebalance, take free cameras and stop the ones lost. Does
+    /// nothing unless placement is by leases.
     pub async fn keep_leases(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(period) = self.state.lock().await.leases.as_ref().map(|l| l.lease() / 3) else { return };
+        let Some((period, renewer)) = self.state.lock().await.leases.as_ref().map(|l| (l.lease() / 3, l.twin())) else {
+            return;
+        };
+        match renewer {
+            Ok(renewer) => {
+                tokio::spawn(renew::run(renewer, self.held.clone(), self.lost.clone(), shutdown.clone()));
+            }
+            Err(e) => return error!("cannot set up lease renewal; this process takes no cameras: {e}"),
+        }
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = self.lost.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
             let mut state = self.state.lock().await;
@@ -364,7 +411,7 @@ impl Fleet {
         let mut state = self.state.lock().await;
         state.wanted.clear();
         self.sync(&mut state).await;
-        let held = std::mem::take(&mut state.held);
+        let held = std::mem::take(&mut *self.held.lock());
         if let Some(leases) = &mut state.leases {
             for (id, token) in held {
                 let _ = leases.release(&id, token).await;
@@ -390,7 +437,7 @@ impl Fleet {
     fn placed_here(&self, state: &State, id: &str) -> bool {
         match (&self.shard, &state.leases) {
             (Some(shard), _) => shard.owns(id),
-            (None, Some(_)) => state.held.contains_key(id),
+            (None, Some(_)) => self.held.lock().contains_key(id),
             (None, None) => true,
         }
     }
@@ -446,7 +493,8 @@ impl Fleet {
             }
         };
         let stop = self.shutdown.child_token();
-        let task = camera::run(cam.clone(), objects, status, events, self.metrics.clone(), stop.clone());
+        let stall = self.settings.inference.analysis_stall();
+        let task = camera::run(cam.clone(), objects, status, events, self.metrics.clone(), stall, stop.clone());
         let task = tokio::spawn(task.instrument(info_span!("camera", id = %cam.id)));
         Ok(Running { config: cam, stop, task })
     }
@@ -483,54 +531,45 @@ impl Fleet {
         Ok(())
     }
 
-    /// Renew the held leases, drop the lost ones, then hold this process's fair share. Returns
-    /// the leases to give back once their cameras have stopped.
+    /// Give up the leases of cameras no longer wanted, then hold this process's fair share (the
+    /// renewer keeps them, and drops the lost ones). Returns the leases to give back once their
+    /// cameras have stopped.
     async fn rebalance(&self, state: &mut State) -> Vec<(String, i64)> {
         let Some(leases) = &mut state.leases else { return Vec::new() };
-        let alive = match leases.heartbeat().await {
-            Ok(alive) => {
-                state.leases_seen = Instant::now();
-                alive.max(1)
-            }
-            Err(e) => {
-                // Others may take the cameras once the leases run out: stop before that.
-                if state.leases_seen.elapsed() > leases.lease() * 2 / 3 && !state.held.is_empty() {
-                    error!("Redis unreachable for most of a lease; stopping this process's cameras: {e}");
-                    state.held.clear();
-                }
-                return Vec::new();
-            }
-        };
-        let mut given_up = Vec::new();
-        let held: Vec<(String, i64)> = state.held.iter().map(|(id, t)| (id.clone(), *t)).collect();
-        for (id, token) in held {
-            if !state.wanted.contains_key(&id) {
-                state.held.remove(&id);
-                given_up.push((id, token));
-            } else if !matches!(leases.renew(&id, token).await, Ok(true)) {
-                warn!(camera = %id, "lease lost; the camera stops here");
-                state.held.remove(&id);
-            }
-        }
+        // Unreachable Redis: the renewer decides when to stop the cameras.
+        let Ok(alive) = leases.heartbeat().await.map(|n| n.max(1)) else { return Vec::new() };
         let share = state.wanted.len().div_ceil(alive);
-        while state.held.len() > share {
-            let Some((id, token)) = state.held.pop_last() else { break };
-            info!(camera = %id, share, "handing the camera over to a process with fewer");
-            given_up.push((id, token));
-        }
+        let (mut given_up, mut free) = (Vec::new(), Vec::new());
+        let mut held = {
+            let mut held = self.held.lock();
+            held.retain(|id, token| {
+                let wanted = state.wanted.contains_key(id);
+                if !wanted {
+                    given_up.push((id.clone(), *token));
+                }
+                wanted
+            });
+            while held.len() > share {
+                let Some((id, token)) = held.pop_last() else { break };
+                info!(camera = %id, share, "handing the camera over to a process with fewer");
+                given_up.push((id, token));
+            }
+            free.extend(state.wanted.keys().filter(|id| !held.contains_key(*id)).cloned());
+            held.len()
+        };
         // Start from a different camera in each process, so they do not all race for the same.
-        let mut free: Vec<String> = state.wanted.keys().filter(|id| !state.held.contains_key(*id)).cloned().collect();
         let offset = leases.node().bytes().map(usize::from).sum::<usize>() % free.len().max(1);
         free.rotate_left(offset);
         for id in free {
-            if state.held.len() >= share {
+            if held >= share {
                 break;
             }
             match leases.acquire(&id).await {
-                Ok(Some(token)) => match self.store.fence(&id, token).await {
+                Ok(Some(token)) => match db(self.store.fence(&id, token)).await {
                     Ok(stored) if stored == token => {
                         info!(camera = %id, token, "lease taken");
-                        state.held.insert(id, token);
+                        self.held.lock().insert(id, token);
+                        held += 1;
                     }
                     Ok(stored) => {
                         // The database saw later tokens than Redis hands out (Redis was reset).

@@ -7,6 +7,8 @@
 
 mod camera;
 pub mod fleet;
+mod keeper;
+mod renew;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiState};
-use crate::cluster::{Leases, Shard};
+use crate::cluster::{CameraChanges, Leases, Shard};
 use crate::config::Config;
 use crate::events::{Publisher, Recorder, Store, Webhook, retention};
 use crate::metrics::Metrics;
@@ -64,9 +66,9 @@ pub async fn run(
     let placement = match (scope.shard, config.cluster.leases) {
         (Some(_), true) => anyhow::bail!("use either --shard or [cluster] leases, not both"),
         (Some(shard), false) => Placement::Shard(shard),
-        (None, true) => {
-            Placement::Leases(Leases::new(&config.redis.url, &config.cluster).context("configuring leases in Redis")?)
-        }
+        (None, true) => Placement::Leases(Box::new(
+            Leases::new(&config.redis.url, &config.cluster).context("configuring leases in Redis")?,
+        )),
         (None, false) => Placement::All,
     };
     let access = api::Access::from_config(&config.server).map_err(anyhow::Error::msg)?;
@@ -118,7 +120,7 @@ pub async fn run(
     };
     tokio::spawn(retention::run(store.clone(), policy, metrics.clone(), shutdown.clone()));
 
-    let fleet = Arc::new(Fleet::new(
+    let mut fleet = Fleet::new(
         &config,
         scope.file,
         placement,
@@ -127,12 +129,23 @@ pub async fn run(
         registry.clone(),
         events_tx,
         shutdown.clone(),
-    ));
+    );
+    let follow = if clustered {
+        let changes = || CameraChanges::new(&config.redis.url, &config.cluster).context("configuring camera changes");
+        fleet = fleet.with_changes(changes()?);
+        Some(changes()?)
+    } else {
+        None
+    };
+    let fleet = Arc::new(fleet);
     if let Err(e) = fleet.start(config.cameras.clone()).await {
         fleet.stop_all().await;
         return Err(anyhow::Error::new(e).context("starting the cameras"));
     }
     tokio::spawn(reload_on_hangup(fleet.clone(), shutdown.clone()));
+    if let Some(changes) = follow {
+        tokio::spawn(follow_saved_cameras(fleet.clone(), changes, shutdown.clone()));
+    }
     tokio::spawn(fleet.clone().keep_leases(shutdown.clone()));
     tokio::spawn(sample_rates(registry.clone(), shutdown.clone()));
     let api_state = Arc::new(ApiState {
@@ -182,6 +195,55 @@ async fn sample_rates(registry: Arc<Registry>, shutdown: CancellationToken) {
         }
         registry.sample(last.elapsed());
         last = Instant::now();
+    }
+}
+
+/// How often a process in a cluster reloads the saved cameras without being told: what it missed
+/// while Redis was down reaches it within this.
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// In a cluster: reload the cameras saved through the API whenever another process announces a
+/// change, and every [`REFRESH`] in any case.
+async fn follow_saved_cameras(fleet: Arc<Fleet>, changes: CameraChanges, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut down = crate::throttle::Throttle::default();
+    loop {
+        let mut told = match changes.subscribe().await {
+            Ok(stream) => Some(Box::pin(stream)),
+            Err(e) => {
+                down.warn(format_args!("cannot follow camera changes in Redis; reloading every {REFRESH:?}: {e}"));
+                None
+            }
+        };
+        loop {
+            let next = async {
+                match &mut told {
+                    Some(stream) => futures::StreamExt::next(stream).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    fleet.refresh().await;
+                    if told.is_none() {
+                        break;
+                    }
+                }
+                id = next => match id {
+                    Some(id) => {
+                        info!(camera = %id, "saved camera changed elsewhere; reloading the saved cameras");
+                        fleet.refresh().await;
+                    }
+                    // The connection dropped: subscribe again, and reload what may have been missed.
+                    None => {
+                        fleet.refresh().await;
+                        break;
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -141,6 +141,11 @@ impl Vigil {
 
     /// `vigil run -c CONFIG ARGS…`.
     pub fn start_with(dir: &Path, config_toml: &str, args: &[&str]) -> Self {
+        Self::start_env(dir, config_toml, args, &[])
+    }
+
+    /// `vigil run -c CONFIG ARGS…` with environment variables `env` added.
+    pub fn start_env(dir: &Path, config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let config = dir.join("cameras.toml");
         std::fs::write(&config, config_toml).unwrap();
         let log = dir.join("vigil.log");
@@ -149,6 +154,7 @@ impl Vigil {
             .arg(&config)
             .args(args)
             .env("VIGIL_LOG", "debug,sqlx=warn,redis=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
