@@ -52,27 +52,78 @@ pub struct SampleServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a sample server offers, as real cameras differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// RTP over TCP only (`Some(true)`), over UDP only (`Some(false)`), or both (`None`).
+    pub tcp_only: Option<bool>,
+    /// Two audio tracks beside the video, as cameras with a microphone send: AAC and G.711
+    /// µ-law (PCMU).
+    pub audio: bool,
+    /// The video as H.265 (HEVC), re-encoded once at start, as many newer cameras send it.
+    pub h265: bool,
+    /// Only to this user and password, by RTSP digest authentication, as cameras ask.
+    pub digest: Option<(&'static str, &'static str)>,
+    /// Each pass plays the video, then again re-encoded at this size (H.264 only): the stream
+    /// changes resolution mid-way, as when a camera is reconfigured from its web page.
+    pub then_size: Option<(u32, u32)>,
+}
+
 impl SampleServer {
     /// Serve `video` in a loop at `rtsp://127.0.0.1:PORT/MOUNT`; port 0 picks a free one.
     pub fn start(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
-        Self::serve(video, mount, port, true)
+        Self::serve(video, mount, port, true, Offer::default())
     }
 
     /// Serve `video` once, then end the stream (each new session starts from the beginning).
     pub fn once(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
-        Self::serve(video, mount, port, false)
+        Self::serve(video, mount, port, false, Offer::default())
     }
 
-    fn serve(video: &Path, mount: &str, port: u16, looping: bool) -> Result<Self, SampleError> {
+    /// Serve `video` in a loop, offering what `offer` says.
+    pub fn offering(video: &Path, mount: &str, port: u16, offer: Offer) -> Result<Self, SampleError> {
+        Self::serve(video, mount, port, true, offer)
+    }
+
+    fn serve(video: &Path, mount: &str, port: u16, looping: bool, offer: Offer) -> Result<Self, SampleError> {
         ingest::init().map_err(|e| SampleError::Server(e.to_string()))?;
-        let clip = Arc::new(read_clip(video)?);
+        let codec = if offer.h265 { Encode::H265 } else { Encode::Copy };
+        let mut clip = read_clip(video, codec)?;
+        if let Some((width, height)) = offer.then_size {
+            clip.append(read_clip(video, Encode::H264At(width, height))?);
+        }
+        let clip = Arc::new(clip);
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch(
-            "( appsrc name=vsrc is-live=true format=time ! clocksync ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-        );
+        let audio = if offer.audio {
+            " audiotestsrc is-live=true wave=ticks ! audioconvert ! audioresample ! avenc_aac ! rtpmp4apay name=pay1 pt=97 \
+             audiotestsrc is-live=true ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay2"
+        } else {
+            ""
+        };
+        factory.set_launch(&format!(
+            "( appsrc name=vsrc is-live=true format=time ! clocksync ! {pay} name=pay0 pt=96 config-interval=-1{audio} )",
+            pay = if offer.h265 { "rtph265pay" } else { "rtph264pay" },
+        ));
+        if let Some((user, pass)) = offer.digest {
+            let auth = rtsp::RTSPAuth::new();
+            auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
+            let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE.as_str(), "user").build();
+            auth.add_digest(user, pass, &token);
+            server.set_auth(Some(&auth));
+            let role = gst::Structure::builder("user")
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
+                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), true)
+                .build();
+            factory.add_role_from_structure(&role);
+        }
+        match offer.tcp_only {
+            Some(true) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::TCP),
+            Some(false) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::UDP),
+            None => {}
+        }
         factory.set_shared(true);
         factory.connect_media_configure(move |_, media| {
             let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
@@ -150,18 +201,53 @@ fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>, looping: bool) {
     );
 }
 
-/// Demux the file once into H.264 access units with timestamps starting at zero.
-fn read_clip(video: &Path) -> Result<Clip, SampleError> {
+impl Clip {
+    /// Play `next` after this clip, in the same pass.
+    fn append(&mut self, next: Clip) {
+        for mut unit in next.units {
+            let u = unit.make_mut();
+            u.set_pts(u.pts().map(|t| t + self.period));
+            u.set_dts(u.dts().map(|t| t + self.period));
+            self.units.push(unit);
+        }
+        self.period += next.period;
+    }
+}
+
+/// How the file's H.264 video is served.
+#[derive(Debug, Clone, Copy)]
+enum Encode {
+    /// As it is.
+    Copy,
+    /// Re-encoded as H.265.
+    H265,
+    /// Re-encoded as H.264 at this size.
+    H264At(u32, u32),
+}
+
+/// Demux the file once into access units with timestamps starting at zero, re-encoding them
+/// as `encode` says.
+fn read_clip(video: &Path, encode: Encode) -> Result<Clip, SampleError> {
     let err = |reason: String| SampleError::Read { path: video.to_path_buf(), reason };
     if !video.is_file() {
         return Err(err("no such file".into()));
     }
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! qtdemux ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false",
-    )
-    .map_err(|e| err(e.to_string()))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| err("not a pipeline".into()))?;
+    let encoder = "speed-preset=ultrafast tune=zerolatency key-int-max=30";
+    let out = match encode {
+        Encode::Copy => "video/x-h264,stream-format=byte-stream,alignment=au".to_string(),
+        Encode::H265 => format!(
+            "avdec_h264 ! videoconvert ! x265enc {encoder} ! h265parse ! video/x-h265,stream-format=byte-stream,alignment=au"
+        ),
+        Encode::H264At(w, h) => format!(
+            "avdec_h264 ! videoconvert ! videoscale ! video/x-raw,width={w},height={h} ! x264enc {encoder} ! h264parse ! \
+             video/x-h264,stream-format=byte-stream,alignment=au"
+        ),
+    };
+    let pipeline =
+        gst::parse::launch(&format!("filesrc name=src ! qtdemux ! h264parse ! {out} ! appsink name=sink sync=false"))
+            .map_err(|e| err(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| err("not a pipeline".into()))?;
     pipeline.by_name("src").expect("src").set_property("location", video.to_string_lossy().as_ref());
     let sink = pipeline.by_name("sink").and_then(|e| e.downcast::<gst_app::AppSink>().ok()).expect("sink");
     pipeline.set_state(gst::State::Playing).map_err(|e| err(e.to_string()))?;

@@ -15,7 +15,7 @@ use gstreamer as gst;
 use gstreamer_video::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tracing::{debug, info_span};
+use tracing::{debug, info, info_span};
 
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
@@ -122,11 +122,25 @@ pub fn run(
                 crate::fault::analysed_frame();
                 last_frame = Instant::now();
                 let t = clock.advance(frame.pts);
+                if detector.as_ref().is_some_and(|d| !d.fits(frame.width(), frame.height())) {
+                    // A camera reconfigured mid-stream: boxes and the motion background of the old
+                    // size mean nothing at the new one.
+                    info!(
+                        width = frame.width(),
+                        height = frame.height(),
+                        "frame size changed; open tracks end, motion starts afresh"
+                    );
+                    detector = None;
+                    if let Some(phase) = episode.finish() {
+                        emit(motion_end_without_frame(&cam.id, phase));
+                    }
+                    if let Some(stage) = objects {
+                        stage.finish(previous.as_ref()).into_iter().for_each(&mut emit);
+                    }
+                }
                 let motion = {
-                    let d = match &mut detector {
-                        Some(d) if d.fits(frame.width(), frame.height()) => d,
-                        _ => detector.insert(MotionDetector::new(&cam.motion, frame.width(), frame.height())),
-                    };
+                    let d =
+                        detector.get_or_insert_with(|| MotionDetector::new(&cam.motion, frame.width(), frame.height()));
                     let Ok(mapped) = frame.map() else {
                         unmapped.warn(format_args!("frame {} could not be mapped; skipped", frame.seq));
                         continue;

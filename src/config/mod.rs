@@ -395,7 +395,8 @@ pub struct CameraConfig {
     /// faster at 1, 4 and 8 cameras; README "Performance"). 0: one per core.
     #[serde(default = "default_decode_threads")]
     pub decode_threads: u32,
-    /// RTSP lower transport: `tcp` (default), `udp` or `auto`.
+    /// RTSP lower transport: `auto` (default: TCP, then UDP if TCP fails; the one that streamed
+    /// is kept), `tcp` or `udp`.
     #[serde(default)]
     pub transport: RtspTransport,
     /// Restart a `file://` source at its end instead of finishing. Default false.
@@ -436,10 +437,11 @@ fn default_decode_threads() -> u32 {
 #[serde(rename_all = "kebab-case")]
 pub enum RtspTransport {
     /// Interleaved over the RTSP connection: works through NAT and firewalls.
-    #[default]
     Tcp,
     Udp,
-    /// Let GStreamer try UDP, then TCP.
+    /// TCP, then UDP when TCP fails (the camera task tries one after the other; a pipeline
+    /// built with `auto` on its own uses TCP).
+    #[default]
     Auto,
 }
 

@@ -124,6 +124,9 @@ pub enum StreamEnd {
     Eos,
     /// The error, already redacted.
     Error(String),
+    /// The server answered and refused (wrong credentials, no such stream): another transport
+    /// would not help. Already redacted.
+    Refused(String),
 }
 
 /// Liveness of a source, read by the supervisor's watchdog.
@@ -278,8 +281,17 @@ impl Streamer {
             match msg.view() {
                 gst::MessageView::Eos(_) => return StreamEnd::Eos,
                 gst::MessageView::Error(e) => {
+                    let err = e.error();
+                    if err.matches(gst::ResourceError::NotAuthorized) {
+                        return StreamEnd::Refused(
+                            "the camera refused the user and password in its URL (401 Unauthorized)".into(),
+                        );
+                    }
+                    if err.matches(gst::ResourceError::NotFound) {
+                        return StreamEnd::Refused(format!("the camera has no such stream: {}", redact(err.message())));
+                    }
                     let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                    return StreamEnd::Error(redact(&format!("{}{debug}", e.error())));
+                    return StreamEnd::Error(redact(&format!("{err}{debug}")));
                 }
                 gst::MessageView::Warning(w) => {
                     warnings.warn(format_args!("gstreamer: {}", redact(&w.error().to_string())));
@@ -315,10 +327,10 @@ fn configure_rtsp(src: &gst::Element, url: &url::Url, cam: &CameraConfig) {
     if let Some(pass) = pass {
         src.set_property("user-pw", pass.as_str());
     }
+    // `auto` is the camera task's: it builds each attempt for one transport, TCP first.
     let protocols = match cam.transport {
-        RtspTransport::Tcp => "tcp",
+        RtspTransport::Tcp | RtspTransport::Auto => "tcp",
         RtspTransport::Udp => "udp",
-        RtspTransport::Auto => "udp+udp-mcast+tcp",
     };
     src.set_property_from_str("protocols", protocols);
     src.set_property("latency", 200u32);

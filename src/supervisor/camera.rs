@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::keeper::{self, Analysis};
 use crate::analysis::objects::ObjectStage;
 use crate::channel::{self, Policy};
-use crate::config::{CameraConfig, FullPolicy};
+use crate::config::{CameraConfig, FullPolicy, RtspTransport, Source};
 use crate::events::{EventType, NewEvent};
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
@@ -76,11 +76,13 @@ pub async fn run(
     let mut log = Throttle::default();
     info!(url = %Redacted(&cam.url), ?policy, capacity = cam.backpressure.capacity, "camera starting");
     let mut finished = false;
+    let mut transports = Transports::new(&cam);
     loop {
         let started = Instant::now();
         let mut connected = false;
         status.set(CameraState::Connecting, None);
-        let end = match Streamer::build(&cam, sink.clone()).and_then(|s| s.start().map(|()| s)) {
+        let attempt = CameraConfig { transport: transports.now, ..cam.clone() };
+        let end = match Streamer::build(&attempt, sink.clone()).and_then(|s| s.start().map(|()| s)) {
             Err(e) => StreamEnd::Error(e.to_string()),
             Ok(streamer) => {
                 sink.health.arm(sink.epoch);
@@ -102,12 +104,25 @@ pub async fn run(
                 }
             }
         };
-        let reason = match &end {
+        let mut reason = match &end {
             StreamEnd::Eos => "end of stream".to_string(),
-            StreamEnd::Error(e) => e.clone(),
+            StreamEnd::Error(e) | StreamEnd::Refused(e) => e.clone(),
         };
         if connected {
+            transports.streamed();
             camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": reason})).await;
+        } else if matches!(end, StreamEnd::Error(_)) {
+            let tried = transports.now;
+            match transports.fallback() {
+                Some(next) => {
+                    info!("no stream over {tried:?}; trying {next:?} ({reason})");
+                    continue;
+                }
+                None if transports.auto => {
+                    reason = format!("{reason} (tried TCP and UDP; set `transport` on the camera to pin one)")
+                }
+                None => {}
+            }
         }
         if end == StreamEnd::Eos && !cam.is_live() && !cam.looping {
             info!("file source finished");
@@ -141,6 +156,45 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || analysis.join()).await;
     status.set(if finished { CameraState::Finished } else { CameraState::Stopped }, None);
     info!("camera stopped");
+}
+
+/// The RTSP transports of one camera: a pinned one, or under `auto` TCP first (it passes NAT
+/// and firewalls, and is the one every server offers) and UDP at once when TCP fails (servers
+/// that offer only UDP, such as VLC's). The one that streamed is tried first from then on.
+struct Transports {
+    auto: bool,
+    first: RtspTransport,
+    now: RtspTransport,
+}
+
+impl Transports {
+    fn new(cam: &CameraConfig) -> Self {
+        // rtspt:// and rtsps:// name TCP (or TLS over it) in the URL itself.
+        let plain_rtsp = matches!(cam.source(), Ok(Source::Rtsp(url)) if url.scheme() == "rtsp");
+        match cam.transport {
+            RtspTransport::Auto => Self { auto: plain_rtsp, first: RtspTransport::Tcp, now: RtspTransport::Tcp },
+            pinned => Self { auto: false, first: pinned, now: pinned },
+        }
+    }
+
+    /// The transport now in use streamed: try it first from now on.
+    fn streamed(&mut self) {
+        self.first = self.now;
+    }
+
+    /// After an attempt that never streamed: the other transport, to try at once, if this round
+    /// has not tried it; else `None` (back off), and the next round starts again with the first.
+    fn fallback(&mut self) -> Option<RtspTransport> {
+        if self.auto && self.now == self.first {
+            self.now = match self.first {
+                RtspTransport::Tcp => RtspTransport::Udp,
+                _ => RtspTransport::Tcp,
+            };
+            return Some(self.now);
+        }
+        self.now = self.first;
+        None
+    }
 }
 
 /// Publishes `connected` on the first frame, and returns a reason once the source stalls.
