@@ -20,6 +20,8 @@ enum Command {
     CheckConfig(cmds::check_config::Args),
     /// Serve a sample video over RTSP on 127.0.0.1 and run one camera on it.
     Demo(cmds::demo::Args),
+    /// Serve a video file as looping RTSP cameras on 127.0.0.1 (`/cam0`, `/cam1`, …).
+    Serve(cmds::serve::Args),
     /// Print saved events as JSON lines, oldest first (`--since TIME` or `--after-id N`).
     Replay(cmds::replay::Args),
     /// Read licence plates in still images.
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => cmds::run::run(args),
         Command::CheckConfig(args) => cmds::check_config::run(args),
         Command::Demo(args) => cmds::demo::run(args),
+        Command::Serve(args) => cmds::serve::run(args),
         Command::Replay(args) => cmds::replay::run(args),
         Command::Anpr(args) => cmds::anpr::run(args),
         Command::Bench(args) => cmds::bench::run(args),

@@ -44,7 +44,8 @@ struct Clip {
 /// A running RTSP server; stops (and drops its clients) when dropped.
 pub struct SampleServer {
     port: u16,
-    mount: String,
+    /// Mount paths, `/` first.
+    mounts: Vec<String>,
     server: rtsp::RTSPServer,
     main_loop: glib::MainLoop,
     context: glib::MainContext,
@@ -72,20 +73,27 @@ pub struct Offer {
 impl SampleServer {
     /// Serve `video` in a loop at `rtsp://127.0.0.1:PORT/MOUNT`; port 0 picks a free one.
     pub fn start(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
-        Self::serve(video, mount, port, true, Offer::default())
+        Self::serve(video, &[mount.to_string()], port, true, Offer::default())
     }
 
     /// Serve `video` once, then end the stream (each new session starts from the beginning).
     pub fn once(video: &Path, mount: &str, port: u16) -> Result<Self, SampleError> {
-        Self::serve(video, mount, port, false, Offer::default())
+        Self::serve(video, &[mount.to_string()], port, false, Offer::default())
     }
 
     /// Serve `video` in a loop, offering what `offer` says.
     pub fn offering(video: &Path, mount: &str, port: u16, offer: Offer) -> Result<Self, SampleError> {
-        Self::serve(video, mount, port, true, offer)
+        Self::serve(video, &[mount.to_string()], port, true, offer)
     }
 
-    fn serve(video: &Path, mount: &str, port: u16, looping: bool, offer: Offer) -> Result<Self, SampleError> {
+    /// Serve `video` in a loop as `count` cameras of their own, at mounts `/cam0`, `/cam1`, …
+    /// (see [`url_of`](Self::url_of)): a stand-in for a site's cameras.
+    pub fn many(video: &Path, count: usize, port: u16) -> Result<Self, SampleError> {
+        let mounts: Vec<String> = (0..count.max(1)).map(|i| format!("cam{i}")).collect();
+        Self::serve(video, &mounts, port, true, Offer::default())
+    }
+
+    fn serve(video: &Path, mounts: &[String], port: u16, looping: bool, offer: Offer) -> Result<Self, SampleError> {
         ingest::init().map_err(|e| SampleError::Server(e.to_string()))?;
         let codec = if offer.h265 { Encode::H265 } else { Encode::Copy };
         let mut clip = read_clip(video, codec)?;
@@ -96,46 +104,17 @@ impl SampleServer {
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
-        let factory = rtsp::RTSPMediaFactory::new();
-        let audio = if offer.audio {
-            " audiotestsrc is-live=true wave=ticks ! audioconvert ! audioresample ! avenc_aac ! rtpmp4apay name=pay1 pt=97 \
-             audiotestsrc is-live=true ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay2"
-        } else {
-            ""
-        };
-        factory.set_launch(&format!(
-            "( appsrc name=vsrc is-live=true format=time ! clocksync ! {pay} name=pay0 pt=96 config-interval=-1{audio} )",
-            pay = if offer.h265 { "rtph265pay" } else { "rtph264pay" },
-        ));
         if let Some((user, pass)) = offer.digest {
             let auth = rtsp::RTSPAuth::new();
             auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
             let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE.as_str(), "user").build();
             auth.add_digest(user, pass, &token);
             server.set_auth(Some(&auth));
-            let role = gst::Structure::builder("user")
-                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
-                .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), true)
-                .build();
-            factory.add_role_from_structure(&role);
         }
-        match offer.tcp_only {
-            Some(true) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::TCP),
-            Some(false) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::UDP),
-            None => {}
+        let points = server.mount_points().ok_or_else(|| SampleError::Server("no mount points".into()))?;
+        for mount in mounts {
+            points.add_factory(&format!("/{}", mount.trim_start_matches('/')), factory(&clip, looping, offer));
         }
-        factory.set_shared(true);
-        factory.connect_media_configure(move |_, media| {
-            let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
-            if let Some(src) = bin.by_name("vsrc").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()) {
-                feed(&src, clip.clone(), looping);
-            }
-        });
-        let mount = format!("/{}", mount.trim_start_matches('/'));
-        server
-            .mount_points()
-            .ok_or_else(|| SampleError::Server("no mount points".into()))?
-            .add_factory(&mount, factory);
         let ctx = glib::MainContext::new();
         let source =
             server.attach(Some(&ctx)).map_err(|e| SampleError::Server(format!("cannot listen on port {port}: {e}")))?;
@@ -148,7 +127,8 @@ impl SampleServer {
                 .spawn(move || ctx.with_thread_default(|| main_loop.run()).unwrap_or(()))
                 .map_err(|e| SampleError::Server(e.to_string()))?
         };
-        Ok(Self { port, mount, server, main_loop, context: ctx, source: Some(source), thread: Some(thread) })
+        let mounts = mounts.iter().map(|m| format!("/{}", m.trim_start_matches('/'))).collect();
+        Ok(Self { port, mounts, server, main_loop, context: ctx, source: Some(source), thread: Some(thread) })
     }
 
     /// The TCP port the server listens on.
@@ -158,7 +138,12 @@ impl SampleServer {
 
     /// The stream's URL.
     pub fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}{}", self.port, self.mount)
+        self.url_of(0)
+    }
+
+    /// The URL of mount `i` (of [`many`](Self::many)).
+    pub fn url_of(&self, i: usize) -> String {
+        format!("rtsp://127.0.0.1:{}{}", self.port, self.mounts.get(i).unwrap_or(&self.mounts[0]))
     }
 }
 
@@ -173,6 +158,42 @@ impl Drop for SampleServer {
             let _ = t.join();
         }
     }
+}
+
+/// A mount's media: the clip from memory, payloaded, with what `offer` adds.
+fn factory(clip: &Arc<Clip>, looping: bool, offer: Offer) -> rtsp::RTSPMediaFactory {
+    let factory = rtsp::RTSPMediaFactory::new();
+    let audio = if offer.audio {
+        " audiotestsrc is-live=true wave=ticks ! audioconvert ! audioresample ! avenc_aac ! rtpmp4apay name=pay1 pt=97 \
+         audiotestsrc is-live=true ! audioconvert ! audioresample ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay2"
+    } else {
+        ""
+    };
+    factory.set_launch(&format!(
+        "( appsrc name=vsrc is-live=true format=time ! clocksync ! {pay} name=pay0 pt=96 config-interval=-1{audio} )",
+        pay = if offer.h265 { "rtph265pay" } else { "rtph264pay" },
+    ));
+    if offer.digest.is_some() {
+        let role = gst::Structure::builder("user")
+            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
+            .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), true)
+            .build();
+        factory.add_role_from_structure(&role);
+    }
+    match offer.tcp_only {
+        Some(true) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::TCP),
+        Some(false) => factory.set_protocols(rtsp::gst_rtsp::RTSPLowerTrans::UDP),
+        None => {}
+    }
+    factory.set_shared(true);
+    let clip = clip.clone();
+    factory.connect_media_configure(move |_, media| {
+        let bin = media.element().downcast::<gst::Bin>().expect("media element is a bin");
+        if let Some(src) = bin.by_name("vsrc").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()) {
+            feed(&src, clip.clone(), looping);
+        }
+    });
+    factory
 }
 
 /// Push the clip's access units on demand, shifting timestamps by one period per pass.

@@ -6,6 +6,7 @@ pub mod check_config;
 pub mod demo;
 pub mod replay;
 pub mod run;
+pub mod serve;
 
 use std::sync::Arc;
 
