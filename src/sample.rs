@@ -53,6 +53,13 @@ pub struct SampleServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// RTSP authentication a sample server asks for: user and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    Basic(&'static str, &'static str),
+    Digest(&'static str, &'static str),
+}
+
 /// What a sample server offers, as real cameras differ.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Offer {
@@ -63,8 +70,8 @@ pub struct Offer {
     pub audio: bool,
     /// The video as H.265 (HEVC), re-encoded once at start, as many newer cameras send it.
     pub h265: bool,
-    /// Only to this user and password, by RTSP digest authentication, as cameras ask.
-    pub digest: Option<(&'static str, &'static str)>,
+    /// Only to a user with a password, as cameras ask.
+    pub login: Option<Login>,
     /// Each pass plays the video, then again re-encoded at this size (H.264 only): the stream
     /// changes resolution mid-way, as when a camera is reconfigured from its web page.
     pub then_size: Option<(u32, u32)>,
@@ -104,11 +111,19 @@ impl SampleServer {
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
-        if let Some((user, pass)) = offer.digest {
+        if let Some(login) = offer.login {
             let auth = rtsp::RTSPAuth::new();
-            auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
             let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE.as_str(), "user").build();
-            auth.add_digest(user, pass, &token);
+            match login {
+                Login::Basic(user, pass) => {
+                    auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Basic);
+                    auth.add_basic(&rtsp::RTSPAuth::make_basic(user, pass), &token);
+                }
+                Login::Digest(user, pass) => {
+                    auth.set_supported_methods(rtsp::gst_rtsp::RTSPAuthMethod::Digest);
+                    auth.add_digest(user, pass, &token);
+                }
+            }
             server.set_auth(Some(&auth));
         }
         let points = server.mount_points().ok_or_else(|| SampleError::Server("no mount points".into()))?;
@@ -173,7 +188,7 @@ fn factory(clip: &Arc<Clip>, looping: bool, offer: Offer) -> rtsp::RTSPMediaFact
         "( appsrc name=vsrc is-live=true format=time ! clocksync ! {pay} name=pay0 pt=96 config-interval=-1{audio} )",
         pay = if offer.h265 { "rtph265pay" } else { "rtph264pay" },
     ));
-    if offer.digest.is_some() {
+    if offer.login.is_some() {
         let role = gst::Structure::builder("user")
             .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
             .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), true)

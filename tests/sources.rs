@@ -1,6 +1,7 @@
 //! Cameras as they come, served by real RTSP servers that differ the way cameras and recorders
 //! do: VLC (a server nobody here wrote, RTP over UDP only), and ours offering RTP over UDP only
-//! or over TCP only, each with AAC and G.711 audio tracks beside the video. With the default
+//! or over TCP only, each with AAC and G.711 audio tracks beside the video; H.265; basic and
+//! digest authentication; a resolution change mid-stream. With the default
 //! `transport`, every one streams, once, and the audio is ignored; a camera that answers on
 //! neither says what was tried.
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Redis, Vigil, camera_states, cameras_config, free_port, media};
 use serde_json::Value;
 use vigil::events::{EventType, Store};
-use vigil::sample::{Offer, SampleServer};
+use vigil::sample::{Login, Offer, SampleServer};
 
 /// VLC serving `video` in a loop at `rtsp://127.0.0.1:PORT/cam` (its RTSP output offers RTP over
 /// UDP only). VLC refuses to run as root, so as root it runs as `nobody`.
@@ -113,28 +114,33 @@ async fn udp_only_and_tcp_only_servers_with_audio_stream_with_the_default_transp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h265_digest_auth_and_a_mid_stream_resize_all_stream_and_a_wrong_password_is_never_logged() {
+async fn h265_basic_and_digest_auth_and_a_mid_stream_resize_all_stream_and_a_wrong_password_is_never_logged() {
     const PASSWORD: &str = "s3cret-Pass";
     const WRONG: &str = "n0t-the-Pass";
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start();
     let video = media("car-detection.mp4");
     let hevc = SampleServer::offering(&video, "hevc", 0, Offer { h265: true, ..Offer::default() }).unwrap();
-    let locked =
-        SampleServer::offering(&video, "locked", 0, Offer { digest: Some(("admin", PASSWORD)), ..Offer::default() })
-            .unwrap();
+    let login = |login| Offer { login: Some(login), ..Offer::default() };
+    let locked = SampleServer::offering(&video, "locked", 0, login(Login::Digest("admin", PASSWORD))).unwrap();
+    let basic = SampleServer::offering(&video, "basic", 0, login(Login::Basic("admin", PASSWORD))).unwrap();
     let resized =
         SampleServer::offering(&video, "resized", 0, Offer { then_size: Some((1280, 720)), ..Offer::default() })
             .unwrap();
-    let with = |user_pass: &str| locked.url().replacen("rtsp://", &format!("rtsp://admin:{user_pass}@"), 1);
+    let with = |url: String, pass: &str| url.replacen("rtsp://", &format!("rtsp://admin:{pass}@"), 1);
     let api = free_port();
-    let cameras = [("locked", with(PASSWORD)), ("wrong", with(WRONG)), ("resized", resized.url())];
+    let cameras = [
+        ("locked", with(locked.url(), PASSWORD)),
+        ("basic", with(basic.url(), PASSWORD)),
+        ("wrong", with(locked.url(), WRONG)),
+        ("resized", resized.url()),
+    ];
     let (mut toml, db) = cameras_config(dir.path(), &redis.url(), api, &cameras);
     // The H.265 camera detects and tracks.
     toml.push_str(&format!("[[cameras]]\nid = \"hevc\"\nurl = \"{}\"\n", hevc.url()));
     let vigil = Vigil::start(dir.path(), &toml);
     let store = Store::connect(&db).await.unwrap();
-    wait_motion(&store, &["hevc", "locked", "resized"], &vigil, Duration::from_secs(60)).await;
+    wait_motion(&store, &["hevc", "locked", "basic", "resized"], &vigil, Duration::from_secs(60)).await;
 
     // Tracking on H.265; motion at both sizes of the resized stream.
     let deadline = Instant::now() + Duration::from_secs(60);
