@@ -83,7 +83,7 @@ fn live_source_drops_the_oldest_and_memory_stays_flat() {
 #[test]
 fn file_source_blocks_and_loses_nothing() {
     let cam = camera(&format!("file://{}", media("car-detection.mp4").display()));
-    assert_eq!(cam.full_policy(), vigil::config::FullPolicy::Block);
+    assert_eq!(cam.full_policy(), vigil::channel::Policy::Block);
     let metrics = Metrics::new();
     let m = metrics.camera("cam");
     let (streamer, rx) = streamer(&cam, 4, Policy::Block, &m);

@@ -18,7 +18,8 @@ use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::plate::{Formats, edit_distance};
 use crate::anpr::queue::{QueueError, ReadQueue, Reads};
 use crate::anpr::{PlateRead, Search};
-use crate::config::{AnprConfig, AnprMode, CameraConfig, FullPolicy, TrackerConfig};
+use crate::channel::Policy;
+use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
 use crate::detect::Detection;
 use crate::events::{EventType, NewEvent, snapshot};
 use crate::geometry::iou;
@@ -168,7 +169,7 @@ impl PlateStage {
             camera: camera.id.clone(),
             queue,
             formats: Arc::new(formats),
-            wait: camera.full_policy() == FullPolicy::Block,
+            wait: camera.full_policy() == Policy::Block,
             metrics,
             vehicles,
             tracks: HashMap::new(),

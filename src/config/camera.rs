@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::channel::Policy;
 use crate::redact::Redacted;
 
 /// One `[[cameras]]` entry.
@@ -524,12 +525,13 @@ impl CameraConfig {
         matches!(self.source(), Ok(Source::Rtsp(_)))
     }
 
-    /// The channel policy after resolving `auto`.
-    pub fn full_policy(&self) -> FullPolicy {
+    /// The frame channel's policy, `auto` resolved by the source.
+    pub fn full_policy(&self) -> Policy {
         match self.backpressure.policy {
-            FullPolicy::Auto if self.is_live() => FullPolicy::DropOldest,
-            FullPolicy::Auto => FullPolicy::Block,
-            p => p,
+            FullPolicy::DropOldest => Policy::DropOldest,
+            FullPolicy::Block => Policy::Block,
+            FullPolicy::Auto if self.is_live() => Policy::DropOldest,
+            FullPolicy::Auto => Policy::Block,
         }
     }
 }

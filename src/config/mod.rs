@@ -594,7 +594,7 @@ mod tests {
     #[test]
     fn defaults_resolve_policy_by_source() {
         let c = Config::parse("[[cameras]]\nid = \"a\"\nurl = \"rtsp://u:p@h/1\"\n", "x").unwrap();
-        assert_eq!(c.cameras[0].full_policy(), FullPolicy::DropOldest);
+        assert_eq!(c.cameras[0].full_policy(), crate::channel::Policy::DropOldest);
         assert_eq!(c.cameras[0].backpressure.capacity, 8);
         assert_eq!(c.redis.channel, "events");
     }

@@ -1,5 +1,5 @@
-//! JPEG snapshots: colour conversion with GStreamer's own converter, encoding with `image`,
-//! files under `snapshots_dir/<camera>/<date>/<id>.jpg`.
+//! JPEG snapshots: colour conversion with GStreamer's own converter, encoding with
+//! `jpeg-encoder` (SIMD), files under `snapshots_dir/<camera>/<date>/<id>.jpg`.
 //!
 //! Encoding costs milliseconds, so callers run it off the analysis thread (the recorder does it
 //! on the blocking pool).

@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 
 use super::keeper::{self, Analysis};
 use crate::analysis::objects::ObjectStage;
-use crate::channel::{self, Policy};
-use crate::config::{CameraConfig, FullPolicy, RtspTransport, Source};
+use crate::channel;
+use crate::config::{CameraConfig, RtspTransport, Source};
 use crate::events::{EventType, NewEvent};
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
@@ -42,10 +42,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let cam_metrics = metrics.camera(&cam.id);
-    let policy = match cam.full_policy() {
-        FullPolicy::Block => Policy::Block,
-        _ => Policy::DropOldest,
-    };
+    let policy = cam.full_policy();
     let (tx, rx) = channel::bounded(cam.backpressure.capacity, policy);
     let analysis = Analysis {
         cam: cam.clone(),
