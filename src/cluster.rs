@@ -176,6 +176,7 @@ impl Leases {
 
 /// The Pub/Sub channel `{prefix}:cameras`, on which processes announce changes to the cameras
 /// saved through the API.
+#[derive(Clone)]
 pub struct CameraChanges {
     client: redis::Client,
     conn: ConnectionManager,

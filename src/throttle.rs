@@ -32,6 +32,17 @@ impl Throttle {
         Some(std::mem::take(&mut self.held))
     }
 
+    /// Log a failure that will be retried in `retry_in`: an error for the first of a run
+    /// (`failures == 1`: the thing was fine before), then a warning at most once per interval,
+    /// with how many were held back.
+    pub fn failure(&mut self, failures: u32, retry_in: Duration, message: std::fmt::Arguments<'_>) {
+        match (failures, self.ready()) {
+            (1, _) => tracing::error!(?retry_in, "{message}"),
+            (_, Some(held)) => tracing::warn!(?retry_in, failures, held_back = held, "{message}"),
+            (_, None) => {}
+        }
+    }
+
     /// Log `message` at warn level unless it is to be held back; the line says how many were.
     pub fn warn(&mut self, message: std::fmt::Arguments<'_>) {
         match self.ready() {

@@ -124,8 +124,8 @@ pub enum StreamEnd {
     Eos,
     /// The error, already redacted.
     Error(String),
-    /// The server answered and refused (wrong credentials, no such stream): another transport
-    /// would not help. Already redacted.
+    /// A failure another transport would not help: the server answered and refused (wrong
+    /// credentials, no such stream), or the pipeline could not be built. Already redacted.
     Refused(String),
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::keeper::{self, Analysis};
 use crate::analysis::objects::ObjectStage;
@@ -80,7 +80,8 @@ pub async fn run(
         status.set(CameraState::Connecting, None);
         let attempt = CameraConfig { transport: transports.now, ..cam.clone() };
         let end = match Streamer::build(&attempt, sink.clone()).and_then(|s| s.start().map(|()| s)) {
-            Err(e) => StreamEnd::Error(e.to_string()),
+            // A pipeline that cannot be built or started would not be helped by another transport.
+            Err(e) => StreamEnd::Refused(e.to_string()),
             Ok(streamer) => {
                 sink.health.arm(sink.epoch);
                 let first = sink.health.frames();
@@ -108,14 +109,15 @@ pub async fn run(
         if connected {
             transports.streamed();
             camera_event(&events, &cam.id, json!({"state": "disconnected", "reason": reason})).await;
-        } else if matches!(end, StreamEnd::Error(_)) {
+        } else {
             let tried = transports.now;
-            match transports.fallback() {
+            let transport_failed = matches!(end, StreamEnd::Error(_));
+            match transports.fallback(transport_failed) {
                 Some(next) => {
                     info!("no stream over {tried:?}; trying {next:?} ({reason})");
                     continue;
                 }
-                None if transports.auto => {
+                None if transports.auto && transport_failed => {
                     reason = format!("{reason} (tried TCP and UDP; set `transport` on the camera to pin one)")
                 }
                 None => {}
@@ -132,15 +134,7 @@ pub async fn run(
             _ => jittered(cam.reconnect.backoff(failures)),
         };
         if end != StreamEnd::Eos {
-            // The first failure of a camera that was fine is an error; the retries that follow
-            // are logged once a minute, with how many there were.
-            match (failures, log.ready()) {
-                (1, _) => error!(retry_in = ?wait, "source failed: {reason}"),
-                (_, Some(held)) => {
-                    warn!(retry_in = ?wait, failures, held_back = held, "source still failing: {reason}")
-                }
-                (_, None) => {}
-            }
+            log.failure(failures, wait, format_args!("source failed: {reason}"));
             status.set(CameraState::Backoff, Some(reason));
         }
         tokio::select! {
@@ -179,10 +173,11 @@ impl Transports {
         self.first = self.now;
     }
 
-    /// After an attempt that never streamed: the other transport, to try at once, if this round
-    /// has not tried it; else `None` (back off), and the next round starts again with the first.
-    fn fallback(&mut self) -> Option<RtspTransport> {
-        if self.auto && self.now == self.first {
+    /// After an attempt that never streamed: the other transport, to try at once, if the
+    /// failure may be the transport's and this round has not tried it; else `None` (back off),
+    /// and the next round starts again with the first.
+    fn fallback(&mut self, transport_failed: bool) -> Option<RtspTransport> {
+        if self.auto && transport_failed && self.now == self.first {
             self.now = match self.first {
                 RtspTransport::Tcp => RtspTransport::Udp,
                 _ => RtspTransport::Tcp,

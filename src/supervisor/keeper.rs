@@ -1,8 +1,8 @@
 //! Keeps one camera's analysis alive. Analysis runs on a worker thread of its own; a panic there
 //! is caught, and a worker that stops making progress (a hung call) is given up on. Either way
 //! the failure is counted and shown on the camera, the frames that arrive meanwhile are dropped
-//! (so the source keeps streaming), and a new worker with a fresh object stage starts after a
-//! backoff that doubles while failures repeat.
+//! (so the source keeps streaming), and a new worker with a fresh object stage starts after the
+//! camera's reconnect backoff (doubling while failures repeat, jittered).
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{error, info, info_span, warn};
+use tracing::{info, info_span};
 
 use super::camera::{HEALTHY_RUN, jittered};
 use crate::analysis::{self, Progress, objects::ObjectStage};
@@ -23,9 +23,6 @@ use crate::metrics::CameraMetrics;
 use crate::status::CameraStatus;
 use crate::throttle::Throttle;
 
-/// The first wait before analysis starts again; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often the keeper looks at its worker.
 const LOOK: Duration = Duration::from_millis(100);
 
@@ -68,24 +65,23 @@ fn keep(a: Arc<Analysis>, objects: Option<&ObjectStage>) {
             Ok(end) => end,
             Err(e) => End::Panicked(format!("cannot start the analysis thread: {e}")),
         };
-        let (reason, log) = match end {
+        failures = if started.elapsed() > HEALTHY_RUN { 1 } else { failures + 1 };
+        let wait = jittered(a.cam.reconnect.backoff(failures));
+        let reason = match end {
             End::Done => return,
             End::Panicked(message) => {
                 a.metrics.analysis_panics.inc();
-                (format!("analysis panicked: {message}"), panics.ready())
+                let reason = format!("analysis panicked: {message}");
+                panics.failure(failures, wait, format_args!("{reason}"));
+                reason
             }
             End::Stalled => {
                 a.metrics.analysis_stalls.inc();
-                (format!("analysis made no progress for {:.0} s", a.stall.as_secs_f64()), stalls.ready())
+                let reason = format!("analysis made no progress for {:.0} s", a.stall.as_secs_f64());
+                stalls.failure(failures, wait, format_args!("{reason}"));
+                reason
             }
         };
-        failures = if started.elapsed() > HEALTHY_RUN { 1 } else { failures + 1 };
-        let wait = jittered(FIRST_BACKOFF.saturating_mul(1 << failures.min(6).saturating_sub(1)).min(MAX_BACKOFF));
-        match (failures, log) {
-            (1, _) => error!(restart_in = ?wait, "{reason}"),
-            (_, Some(held)) => warn!(restart_in = ?wait, failures, held_back = held, "{reason}"),
-            (_, None) => {}
-        }
         a.status.analysis_failed(format!("{reason}; restarting"));
         if !drop_frames_for(&a, wait) {
             return;

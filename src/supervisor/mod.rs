@@ -131,9 +131,9 @@ pub async fn run(
         shutdown.clone(),
     );
     let follow = if clustered {
-        let changes = || CameraChanges::new(&config.redis.url, &config.cluster).context("configuring camera changes");
-        fleet = fleet.with_changes(changes()?);
-        Some(changes()?)
+        let changes = CameraChanges::new(&config.redis.url, &config.cluster).context("configuring camera changes")?;
+        fleet = fleet.with_changes(changes.clone());
+        Some(changes)
     } else {
         None
     };
@@ -233,7 +233,7 @@ async fn follow_saved_cameras(fleet: Arc<Fleet>, changes: CameraChanges, shutdow
                 }
                 id = next => match id {
                     Some(id) => {
-                        info!(camera = %id, "saved camera changed elsewhere; reloading the saved cameras");
+                        info!(camera = %id, "a saved camera changed; reloading the saved cameras");
                         fleet.refresh().await;
                     }
                     // The connection dropped: subscribe again, and reload what may have been missed.
