@@ -16,6 +16,12 @@ use vigil::cluster::Shard;
 use vigil::events::{EventType, NewEvent, Store, StoreError};
 use vigil::sample::SampleServer;
 
+/// Held by each test that starts processes. They all share the test database, so every process
+/// loads the cameras saved through any test's API: a camera the static test adds would also be
+/// run by the lease test's processes (they take leases on every saved camera), as by any
+/// deployment on that database.
+static PROCESSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Six cameras, each on its own RTSP server; ids unique to this test run.
 fn cameras(tag: &str) -> (Vec<SampleServer>, Vec<(String, String)>) {
     let video = media("car-detection.mp4");
@@ -93,6 +99,7 @@ async fn wait_split(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_shards_run_each_camera_once() {
+    let _alone = PROCESSES.lock().await;
     let redis = Redis::start();
     let (_servers, cams) = cameras("shard");
     let all: BTreeSet<String> = cams.iter().map(|(id, _)| id.clone()).collect();
@@ -153,6 +160,7 @@ async fn static_shards_run_each_camera_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_post_each_event_to_the_webhook_once() {
+    let _alone = PROCESSES.lock().await;
     let redis = Redis::start();
     let (_servers, cams) = cameras("hook");
     let hook_port = free_port();
@@ -205,6 +213,7 @@ async fn three_shards_post_each_event_to_the_webhook_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_share_cameras_and_move_them_off_a_dead_process() {
+    let _alone = PROCESSES.lock().await;
     let redis = Redis::start();
     let (_servers, cams) = cameras("lease");
     let all: BTreeSet<String> = cams.iter().map(|(id, _)| id.clone()).collect();
