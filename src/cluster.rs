@@ -22,6 +22,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::ClusterConfig;
 
 /// `--shard INDEX/COUNT`: this process runs the cameras whose id hashes to `index`.
+/// `--shard auto/COUNT` takes INDEX from the trailing `-N` of `HOSTNAME`, which is how a
+/// Kubernetes StatefulSet names its pods (`vigil-0`, `vigil-1`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: u32,
@@ -32,9 +34,14 @@ impl FromStr for Shard {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}`: expected INDEX/COUNT with INDEX < COUNT, such as 0/3");
+        let bad = || format!("`{s}`: expected INDEX/COUNT with INDEX < COUNT, such as 0/3, or auto/COUNT");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if i.trim() == "auto" {
+            let host = std::env::var("HOSTNAME").map_err(|_| format!("`{s}`: HOSTNAME is not set"))?;
+            return Self::of_pod(&host, count);
+        }
+        let index = i.trim().parse().map_err(|_| bad())?;
         if count == 0 || index >= count {
             return Err(bad());
         }
@@ -43,6 +50,21 @@ impl FromStr for Shard {
 }
 
 impl Shard {
+    /// The shard of the StatefulSet pod named `host` (`NAME-ORDINAL`) among `count` pods.
+    pub fn of_pod(host: &str, count: u32) -> Result<Self, String> {
+        let ordinal = host
+            .rsplit_once('-')
+            .and_then(|(_, n)| n.parse::<u32>().ok())
+            .ok_or_else(|| format!("HOSTNAME `{host}` does not end in -N, as a StatefulSet pod's name does"))?;
+        if ordinal >= count {
+            return Err(format!(
+                "pod `{host}` is ordinal {ordinal}, but the shard count is {count}: the count must equal the \
+                 StatefulSet's replicas (scale through the kustomization, which sets both)"
+            ));
+        }
+        Ok(Self { index: ordinal, count })
+    }
+
     /// Whether camera `id` belongs to this shard: FNV-1a of the id, modulo the count, which is
     /// the same in every process and every release.
     pub fn owns(&self, id: &str) -> bool {
@@ -241,5 +263,20 @@ mod tests {
         for bad in ["3/3", "1", "a/2", "0/0", "-1/2"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_statefulset_pod_takes_its_shard_from_its_name() {
+        for i in 0..12 {
+            assert_eq!(Shard::of_pod(&format!("vigil-{i}"), 12), Ok(Shard { index: i, count: 12 }));
+        }
+        // A release name with dashes in it: only the last part is the ordinal.
+        assert_eq!(Shard::of_pod("cams-east-vigil-4", 5), Ok(Shard { index: 4, count: 5 }));
+        let beyond = Shard::of_pod("vigil-12", 12).unwrap_err();
+        assert!(beyond.contains("ordinal 12") && beyond.contains("replicas"), "{beyond}");
+        for host in ["vigil", "vigil-", "vigil-x", "vigil-1x", ""] {
+            assert!(Shard::of_pod(host, 3).is_err(), "{host}");
+        }
+        assert!("auto/0".parse::<Shard>().is_err());
     }
 }

@@ -51,13 +51,24 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn start(redis: &str, cameras: &[(String, String)], cluster: &str, shard: Option<&str>) -> Node {
+/// How a node is told its place.
+enum Place<'a> {
+    /// `--shard INDEX/COUNT`.
+    Shard(&'a str),
+    /// `--shard auto/COUNT` in a process whose HOSTNAME is a StatefulSet pod's name.
+    Pod(&'a str, &'a str),
+    /// Leases, or no sharding.
+    Free,
+}
+
+fn start(redis: &str, cameras: &[(String, String)], cluster: &str, place: Place) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let api = free_port();
     let toml = config(dir.path(), redis, api, cameras, cluster);
-    let vigil = match shard {
-        Some(s) => Vigil::start_with(dir.path(), &toml, &["--shard", s]),
-        None => Vigil::start(dir.path(), &toml),
+    let vigil = match place {
+        Place::Shard(s) => Vigil::start_with(dir.path(), &toml, &["--shard", s]),
+        Place::Pod(host, s) => Vigil::start_env(dir.path(), &toml, &["--shard", s], &[("HOSTNAME", host)]),
+        Place::Free => Vigil::start(dir.path(), &toml),
     };
     Node { vigil, api, _dir: dir }
 }
@@ -103,7 +114,9 @@ async fn static_shards_run_each_camera_once() {
     let redis = Redis::start();
     let (_servers, cams) = cameras("shard");
     let all: BTreeSet<String> = cams.iter().map(|(id, _)| id.clone()).collect();
-    let nodes: Vec<Node> = (0..3).map(|i| start(&redis.url(), &cams, "", Some(&format!("{i}/3")))).collect();
+    // As a StatefulSet runs them: each pod finds its shard in its own name.
+    let nodes: Vec<Node> =
+        (0..3).map(|i| start(&redis.url(), &cams, "", Place::Pod(&format!("vigil-{i}"), "auto/3"))).collect();
     let refs: Vec<&Node> = nodes.iter().collect();
     let split = wait_split(&refs, &all, Duration::from_secs(30), |_| true).await;
     for (i, ids) in split.iter().enumerate() {
@@ -169,7 +182,7 @@ async fn three_shards_post_each_event_to_the_webhook_once() {
         "[[webhooks]]\nname = \"ops-{}\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nevents = [\"motion\", \"camera\"]\n",
         std::process::id()
     );
-    let nodes: Vec<Node> = (0..3).map(|i| start(&redis.url(), &cams, &hook, Some(&format!("{i}/3")))).collect();
+    let nodes: Vec<Node> = (0..3).map(|i| start(&redis.url(), &cams, &hook, Place::Shard(&format!("{i}/3")))).collect();
     let ours = |camera: &str| cams.iter().any(|(id, _)| id == camera);
     tokio::time::sleep(Duration::from_secs(10)).await;
 
@@ -221,9 +234,9 @@ async fn leases_share_cameras_and_move_them_off_a_dead_process() {
     // As if Redis had been reset: the database has seen a later token than Redis will hand out.
     let store = Store::connect(&postgres_url()).await.unwrap();
     assert_eq!(store.fence(&cams[0].0, 1000).await.unwrap(), 1000);
-    let a = start(&redis.url(), &cams, cluster, None);
-    let b = start(&redis.url(), &cams, cluster, None);
-    let c = start(&redis.url(), &cams, cluster, None);
+    let a = start(&redis.url(), &cams, cluster, Place::Free);
+    let b = start(&redis.url(), &cams, cluster, Place::Free);
+    let c = start(&redis.url(), &cams, cluster, Place::Free);
     let even = |split: &[BTreeSet<String>]| split.iter().all(|s| s.len() == 2);
     let split = wait_split(&[&a, &b, &c], &all, Duration::from_secs(40), even).await;
     println!("three processes: {split:?}");

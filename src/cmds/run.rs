@@ -11,7 +11,8 @@ pub struct Args {
     /// The config file.
     #[arg(short, long, default_value = "cameras.toml")]
     config: PathBuf,
-    /// Run only the cameras of shard INDEX of COUNT processes (ids split by hash), for example 0/3.
+    /// Run only the cameras of shard INDEX of COUNT processes (ids split by hash), for example 0/3;
+    /// `auto/COUNT` takes INDEX from HOSTNAME's trailing -N (a Kubernetes StatefulSet pod).
     #[arg(long, value_name = "INDEX/COUNT")]
     shard: Option<Shard>,
 }

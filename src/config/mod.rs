@@ -87,11 +87,19 @@ pub struct DatabaseConfig {
     /// `sqlite://FILE` (created if missing) or `postgres://user:pass@host/db`. Default `sqlite://vigil.db`.
     #[serde(default = "default_db_url")]
     pub url: String,
+    /// The name of an environment variable holding the URL, so its password need not sit in this
+    /// file. When set, it replaces `url`.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// A file holding the URL (trailing whitespace ignored), e.g. a mounted Kubernetes Secret.
+    /// When set, it replaces `url`.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: default_db_url() }
+        Self { url: default_db_url(), url_env: None, url_file: None }
     }
 }
 
@@ -106,6 +114,12 @@ pub struct RedisConfig {
     /// Default `redis://127.0.0.1:6379`.
     #[serde(default = "default_redis_url")]
     pub url: String,
+    /// The name of an environment variable holding the URL; when set, it replaces `url`.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// A file holding the URL (trailing whitespace ignored); when set, it replaces `url`.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// The channel every event goes to. Default `events`.
     #[serde(default = "default_channel")]
     pub channel: String,
@@ -124,6 +138,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: default_redis_url(),
+            url_env: None,
+            url_file: None,
             channel: default_channel(),
             extra_channels: Vec::new(),
             stream: None,
@@ -423,15 +439,38 @@ impl Config {
             let (line, col) = line_col(text, offset);
             ConfigError::Invalid { path: name.to_string(), line, col, reason }
         };
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             at(offset, e.message().trim().to_string())
         })?;
-        if let Err(err) = config.validate() {
+        if let Err(err) = config.read_secrets().and_then(|()| config.validate()) {
             let doc = DeTable::parse(text).map_err(|e| at(0, e.message().to_string()))?;
             return Err(at(span_of(&doc, &err.path), err.reason));
         }
         Ok(config)
+    }
+
+    /// Replaces each `url` whose `url_env` or `url_file` is set with what that names.
+    fn read_secrets(&mut self) -> Result<(), FieldError> {
+        use Key::Name;
+        let urls = [
+            ("database", &self.database.url_env, &self.database.url_file, &mut self.database.url),
+            ("redis", &self.redis.url_env, &self.redis.url_file, &mut self.redis.url),
+        ];
+        for (section, var, file, url) in urls {
+            let at = |field, reason| FieldError::new(vec![Name(section), Name(field)], reason);
+            *url = match (var, file) {
+                (None, None) => continue,
+                (Some(_), Some(_)) => return Err(at("url_env", "set only one of url_env and url_file".into())),
+                (Some(var), None) => std::env::var(var)
+                    .map_err(|_| at("url_env", format!("environment variable `{var}` is not set (or not UTF-8)")))?,
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| at("url_file", format!("cannot read {}: {e}", path.display())))?
+                    .trim_end()
+                    .to_string(),
+            };
+        }
+        Ok(())
     }
 
     /// Semantic checks that serde cannot express. Returns the first problem found.
@@ -589,6 +628,29 @@ mod tests {
         assert!(e.starts_with("cams.toml:2:6:"), "{e}");
         let e = err("[database]\nurl = \"mysql://root:hunter2@db/x\"\n");
         assert!(e.starts_with("cams.toml:2:7:") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn urls_from_the_environment() {
+        let e = err("[database]\nurl_env = \"VIGIL_TEST_UNSET_DATABASE_URL\"\n");
+        assert!(e.starts_with("cams.toml:2:11:") && e.contains("VIGIL_TEST_UNSET_DATABASE_URL"), "{e}");
+        // A variable only this test sets, so no other test reads the environment as it changes.
+        let var = "VIGIL_TEST_REDIS_URL";
+        // SAFETY: no other thread reads or writes this variable.
+        unsafe { std::env::set_var(var, "redis://:s3cret@redis.example:6379") };
+        let c = Config::parse(&format!("[redis]\nurl = \"redis://ignored\"\nurl_env = \"{var}\"\n"), "x").unwrap();
+        assert_eq!(c.redis.url, "redis://:s3cret@redis.example:6379");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("database-url");
+        std::fs::write(&file, "postgres://vigil:s3cret@db/vigil\n").unwrap();
+        let c = Config::parse(&format!("[database]\nurl_file = {:?}\n", file.display().to_string()), "x").unwrap();
+        assert_eq!(c.database.url, "postgres://vigil:s3cret@db/vigil");
+        let e = err("[redis]\nurl_env = \"A\"\nurl_file = \"/b\"\n");
+        assert!(e.contains("only one of url_env and url_file"), "{e}");
+        unsafe { std::env::set_var(var, "mysql://root:s3cret@db") };
+        let e = Config::parse(&format!("[database]\nurl_env = \"{var}\"\n[redis]\nurl_env = \"{var}\"\n"), "x");
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("sqlite://") && !e.contains("s3cret"), "{e}");
     }
 
     #[test]
