@@ -127,7 +127,7 @@ fn photo() -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
 /// A snapshot: colour conversion and JPEG encoding of a whole photo.
 fn snapshot(c: &mut Criterion) {
     let Some((buffer, info)) = photo() else { return };
-    let frame = vigil::ingest::Frame {
+    let frame = vigil::frame::Frame {
         camera: "bench".into(),
         seq: 0,
         pts: None,

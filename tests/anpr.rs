@@ -13,13 +13,13 @@ use common::{Redis, Vigil};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde_json::Value;
-use vigil::anpr::plate::Formats;
 use vigil::anpr::queue::{QueueError, ReadQueue};
 use vigil::anpr::{PlateReader, Search};
 use vigil::config::{InferenceConfig, ModelsConfig};
 use vigil::events::{EventType, Store};
 use vigil::inference::Runtime;
 use vigil::metrics::Metrics;
+use vigil::plate::Formats;
 use vigil::sample::SampleServer;
 
 fn plates(set: &str) -> PathBuf {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::{media, rss_bytes};
 use vigil::channel::{self, Policy, Recv};
 use vigil::config::{CameraConfig, Config};
-use vigil::ingest::{Frame, FrameSink, SourceHealth, StreamEnd, Streamer};
+use vigil::frame::Frame;
+use vigil::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use vigil::metrics::{CameraMetrics, Metrics};
 use vigil::sample::SampleServer;
 

@@ -209,12 +209,12 @@ async fn api_cameras_are_saved_replaced_and_forgotten_on_sqlite_and_postgres() {
 }
 
 /// A real GStreamer I420 frame of `w`×`h` with a gradient, so it compresses like an image.
-fn frame(w: u32, h: u32) -> vigil::ingest::Frame {
+fn frame(w: u32, h: u32) -> vigil::frame::Frame {
     use gstreamer_video as gst_video;
     vigil::ingest::init().unwrap();
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w, h).build().unwrap();
     let pixels: Vec<u8> = (0..info.size()).map(|i| (i * 7 % 251) as u8).collect();
-    vigil::ingest::Frame {
+    vigil::frame::Frame {
         camera: "burst".into(),
         seq: 0,
         pts: None,

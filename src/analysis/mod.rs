@@ -20,7 +20,7 @@ use tracing::{debug, info, info_span};
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
 use crate::events::{EventType, NewEvent};
-use crate::ingest::Frame;
+use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::{MotionDetector, MotionEpisode, Phase};
 use crate::throttle::Throttle;

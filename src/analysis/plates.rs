@@ -15,16 +15,16 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::anpr::consensus::{Consensus, Voted};
-use crate::anpr::plate::{Formats, edit_distance};
 use crate::anpr::queue::{QueueError, ReadQueue, Reads};
 use crate::anpr::{PlateRead, Search};
 use crate::channel::Policy;
 use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
 use crate::detect::Detection;
 use crate::events::{EventType, NewEvent, snapshot};
+use crate::frame::Frame;
 use crate::geometry::iou;
-use crate::ingest::Frame;
 use crate::metrics::CameraMetrics;
+use crate::plate::{Formats, edit_distance};
 use crate::throttle::Throttle;
 use crate::track::{Change, Tracker};
 
@@ -507,10 +507,11 @@ impl PlateStage {
             "plate_box": round(best.bbox()),
             "vehicle_box": round(*vehicle_box),
         });
-        if let Some(k) =
-            self.cfg.known.iter().find(|k| {
-                edit_distance(&crate::anpr::plate::normalise(&k.plate), &voted.plate) <= self.cfg.known_distance
-            })
+        if let Some(k) = self
+            .cfg
+            .known
+            .iter()
+            .find(|k| edit_distance(&crate::plate::normalise(&k.plate), &voted.plate) <= self.cfg.known_distance)
         {
             data["known"] = json!({ "name": k.name, "plate": k.plate });
         }

@@ -1,7 +1,7 @@
 //! Per-track consensus: several reads of one vehicle's plate vote per character position,
 //! weighted by the recogniser's confidence.
 
-use super::plate::PlateText;
+use crate::plate::PlateText;
 
 /// The result of a vote.
 #[derive(Debug, Clone, PartialEq)]

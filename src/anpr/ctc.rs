@@ -1,24 +1,6 @@
 //! Greedy CTC decoding of a recogniser's per-step class probabilities.
 
-/// One decoded character with its probability at the step where it peaked, and what else the
-/// recogniser considered there.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Char {
-    pub ch: char,
-    pub prob: f32,
-    pub step: usize,
-    /// The blank's probability at that step: how readily the character could be dropped.
-    pub blank: f32,
-    /// The runners-up at that step, most likely first.
-    pub alts: [(char, f32); 2],
-}
-
-impl Char {
-    /// The probability the recogniser gave `ch` at this character's step (0 if not a runner-up).
-    pub fn prob_of(&self, ch: char) -> f32 {
-        if ch == self.ch { self.prob } else { self.alts.iter().find(|a| a.0 == ch).map_or(0.0, |a| a.1) }
-    }
-}
+use crate::plate::Char;
 
 /// A recogniser's alphabet: class 0 is the CTC blank, then the dictionary, then (optionally) space.
 #[derive(Debug, Clone)]

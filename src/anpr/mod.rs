@@ -7,7 +7,6 @@
 
 pub mod consensus;
 pub mod ctc;
-pub mod plate;
 pub mod queue;
 pub mod still;
 pub mod textdet;
@@ -20,8 +19,8 @@ use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::Manifest;
 use crate::inference::{Batcher, InferenceError, Runtime, Workload};
 use crate::metrics::Metrics;
+use crate::plate::{self, Formats, PlateText};
 use ctc::Alphabet;
-use plate::{Formats, PlateText};
 use textdet::{DbParams, Quad};
 
 /// Recogniser input height and the narrowest input width (PP-OCR's 48 × 320).

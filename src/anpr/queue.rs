@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use image::RgbImage;
 
-use super::plate::Formats;
 use super::{PlateRead, PlateReader, Search};
 use crate::inference::InferenceError;
+use crate::plate::Formats;
 
 /// Reads that run at once: one can be in text detection while another is in recognition.
 const WORKERS: usize = 2;

@@ -18,7 +18,7 @@ pub struct StillReader<'a> {
     pub reader: &'a PlateReader,
     /// Vehicle detector and the class ids of vehicles; `None` searches whole images (dedicated).
     pub vehicles: Option<(&'a Detector, Vec<usize>)>,
-    pub formats: &'a super::plate::Formats,
+    pub formats: &'a crate::plate::Formats,
     /// The confidence a plate needs to be reported.
     pub min_confidence: f32,
 }

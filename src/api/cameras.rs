@@ -8,20 +8,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::control::Refused;
 use super::{ApiError, ApiState};
-use crate::supervisor::fleet::FleetError;
 
-impl From<FleetError> for ApiError {
-    fn from(e: FleetError) -> Self {
-        let status = match &e {
-            FleetError::Invalid { .. } | FleetError::Config(_) => StatusCode::BAD_REQUEST,
-            FleetError::NotFound(_) => StatusCode::NOT_FOUND,
-            FleetError::Exists(_) | FleetError::FileOwned { .. } | FleetError::NoFile => StatusCode::CONFLICT,
-            FleetError::Models(_) | FleetError::Store(_) | FleetError::Stopping | FleetError::DatabaseSlow => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        };
-        Self(status, crate::redact::redact(&e.to_string()))
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        Self(super::status_of(e.kind), crate::redact::redact(&e.reason))
     }
 }
 
@@ -72,7 +64,7 @@ pub async fn reload(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
 /// Run a change to the fleet in its own task, so that it completes, and leaves the cameras and
 /// the database agreeing, even if the client hangs up or the request times out meanwhile.
 async fn to_completion<T: Send + 'static>(
-    change: impl Future<Output = Result<T, FleetError>> + Send + 'static,
+    change: impl Future<Output = Result<T, Refused>> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::spawn(change).await {
         Ok(result) => Ok(result?),

@@ -14,6 +14,7 @@
 //! except a database that is down or a request that runs out of time.
 
 mod cameras;
+pub mod control;
 mod events;
 mod page;
 
@@ -33,10 +34,11 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ApiToken, ServerConfig};
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::events::{Event, Store};
 use crate::metrics::Metrics;
 use crate::status::Registry;
-use crate::supervisor::fleet::Fleet;
+use control::CameraControl;
 
 /// What the handlers share.
 pub struct ApiState {
@@ -44,7 +46,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub cameras: Arc<Registry>,
     /// Changes the running cameras.
-    pub fleet: Arc<Fleet>,
+    pub fleet: Arc<dyn CameraControl>,
     /// Every event as it is saved.
     pub live: broadcast::Sender<Event>,
     /// Whether the last Redis publish succeeded.
@@ -108,10 +110,23 @@ impl ApiError {
     }
 }
 
+/// The HTTP status for each kind of error: the one place the API decides it.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Refuse(Refusal::Invalid) => StatusCode::BAD_REQUEST,
+        ErrorKind::Refuse(Refusal::Missing) => StatusCode::NOT_FOUND,
+        ErrorKind::Refuse(Refusal::Conflict) => StatusCode::CONFLICT,
+        // Nothing the client sent is wrong: an outage, shutting down, or a broken model or
+        // schema that an operator must fix. All of them may answer differently later.
+        ErrorKind::Retry | ErrorKind::Fatal => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 impl From<crate::events::StoreError> for ApiError {
     fn from(e: crate::events::StoreError) -> Self {
         tracing::warn!("api: {e}");
-        Self(StatusCode::SERVICE_UNAVAILABLE, "database unavailable".into())
+        let kind = e.kind();
+        Self(status_of(kind), if kind == ErrorKind::Retry { "database unavailable" } else { "database error" }.into())
     }
 }
 

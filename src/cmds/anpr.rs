@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::json;
 use vigil::anpr::PlateReader;
-use vigil::anpr::plate::Formats;
 use vigil::anpr::still::StillReader;
 use vigil::config::{InferenceConfig, ModelsConfig};
 use vigil::detect::Detector;
 use vigil::inference::Runtime;
 use vigil::metrics::Metrics;
+use vigil::plate::Formats;
 
 /// Model and plate-logic options shared by `vigil anpr` and `vigil bench anpr`.
 #[derive(clap::Args)]

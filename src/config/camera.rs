@@ -441,7 +441,7 @@ impl CameraConfig {
             ));
         }
         if let Some(p) = &self.pipeline {
-            crate::ingest::check_template(p).map_err(|r| ("pipeline", r))?;
+            check_template(p).map_err(|r| ("pipeline", r))?;
         }
         if self.size.is_some_and(|[w, h]| !(16..=8192).contains(&w) || !(16..=8192).contains(&h)) {
             return Err(("size", "width and height must be 16..=8192".into()));
@@ -478,8 +478,8 @@ impl CameraConfig {
         if !(1..=50).contains(&a.max_reads) || !(0.0..=1.0).contains(&a.min_confidence) {
             return Err(("anpr", "need max_reads 1..=50 and min_confidence in 0..1".into()));
         }
-        crate::anpr::plate::Formats::parse(&a.formats).map_err(|r| ("anpr", r))?;
-        if let Some(k) = a.known.iter().find(|k| crate::anpr::plate::normalise(&k.plate).len() < 2) {
+        crate::plate::Formats::parse(&a.formats).map_err(|r| ("anpr", r))?;
+        if let Some(k) = a.known.iter().find(|k| crate::plate::normalise(&k.plate).len() < 2) {
             return Err(("anpr", format!("known plate `{}` has fewer than 2 letters or digits", k.plate)));
         }
         for z in &self.zones {
@@ -573,4 +573,15 @@ impl MotionConfig {
         }
         Ok(())
     }
+}
+
+/// Checks that a custom template has the parts vigil needs.
+fn check_template(template: &str) -> Result<(), String> {
+    if !template.contains("${source}") {
+        return Err("pipeline template must contain ${source}".into());
+    }
+    if !template.contains("appsink name=sink") {
+        return Err("pipeline template must end in `appsink name=sink`".into());
+    }
+    Ok(())
 }

@@ -379,7 +379,7 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(("url", format!("webhook URL scheme `{}` must be http or https", url.scheme())));
         }
-        if let Some(t) = self.events.iter().find(|t| crate::events::EventType::parse(t).is_none()) {
+        if let Some(t) = self.events.iter().find(|t| crate::contract::EventType::parse(t).is_none()) {
             return Err(("events", format!("unknown event type `{t}` (expected motion, tracking, anpr or camera)")));
         }
         if !(self.timeout_secs > 0.0 && self.timeout_secs <= 300.0) {

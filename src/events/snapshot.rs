@@ -14,7 +14,7 @@ use gstreamer_video::prelude::*;
 use image::RgbImage;
 use jpeg_encoder::{ColorType, Encoder};
 
-use crate::ingest::Frame;
+use crate::frame::Frame;
 
 /// A snapshot that could not be made.
 #[derive(Debug, thiserror::Error)]

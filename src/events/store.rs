@@ -13,6 +13,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use super::{Event, EventType, NewEvent, format_ts, parse_ts, snapshot};
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::redact::Redacted;
 
 /// A database failure.
@@ -28,6 +29,30 @@ pub enum StoreError {
     Row { id: i64, reason: String },
     #[error("camera {camera} is now run by another process (lease token {token} is stale); event refused")]
     Fenced { camera: String, token: i64 },
+}
+
+impl Kinded for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connect { .. } => ErrorKind::Retry,
+            Self::Migrate(_) => ErrorKind::Fatal,
+            Self::Row { .. } => ErrorKind::Refuse(Refusal::Invalid),
+            Self::Fenced { .. } => ErrorKind::Refuse(Refusal::Conflict),
+            Self::Query(e) => match e {
+                // The statement broke a rule of the schema: the same write fails every time.
+                sqlx::Error::Database(db) if db.kind() != sqlx::error::ErrorKind::Other => {
+                    ErrorKind::Refuse(Refusal::Conflict)
+                }
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::Encode(_) => ErrorKind::Fatal,
+                // Connections, pools, timeouts, and the server's own transient states.
+                _ => ErrorKind::Retry,
+            },
+        }
+    }
 }
 
 /// The PostgreSQL advisory lock that orders event writes by commit (any constant; "vigl").

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -23,6 +23,7 @@ use gstreamer_video as gst_video;
 
 use crate::channel::{self, Sent};
 use crate::config::{CameraConfig, RtspTransport, Source};
+use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::redact::redact;
 
@@ -41,56 +42,10 @@ pub enum IngestError {
     Start(String),
 }
 
-/// One decoded frame, as the decoder produced it (I420 or NV12).
-#[derive(Clone)]
-pub struct Frame {
-    pub camera: Arc<str>,
-    /// Frame number within this camera's run, across reconnects.
-    pub seq: u64,
-    /// Stream time of the frame.
-    pub pts: Option<gst::ClockTime>,
-    /// Wall time when the frame left the decoder.
-    pub wall: DateTime<Utc>,
-    pub info: Arc<gst_video::VideoInfo>,
-    pub buffer: gst::Buffer,
-}
-
-impl Frame {
-    pub fn width(&self) -> u32 {
-        self.info.width()
-    }
-
-    pub fn height(&self) -> u32 {
-        self.info.height()
-    }
-
-    /// A copy that owns its pixels, for keeping past the next few frames without holding on to
-    /// the decoder's buffer pool.
-    pub fn detached(&self) -> Result<Frame, gst::glib::BoolError> {
-        Ok(Frame { buffer: self.buffer.copy_deep()?, ..self.clone() })
-    }
-
-    /// Map the frame for reading (no copy).
-    pub fn map(&self) -> Result<gst_video::VideoFrameRef<&gst::BufferRef>, gst::glib::BoolError> {
-        gst_video::VideoFrameRef::from_buffer_ref_readable(self.buffer.as_ref(), &self.info)
-    }
-}
-
 /// Initialise GStreamer once per process.
 pub fn init() -> Result<(), IngestError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| gst::init().map_err(|e| e.to_string())).clone().map_err(IngestError::Init)
-}
-
-/// Checks that a custom template has the parts vigil needs.
-pub fn check_template(template: &str) -> Result<(), String> {
-    if !template.contains("${source}") {
-        return Err("pipeline template must contain ${source}".into());
-    }
-    if !template.contains("appsink name=sink") {
-        return Err("pipeline template must end in `appsink name=sink`".into());
-    }
-    Ok(())
 }
 
 fn builtin_template(decoder: &str) -> Option<&'static str> {

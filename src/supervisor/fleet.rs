@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -23,9 +23,12 @@ use super::renew::{self, Held};
 use crate::analysis::objects::ObjectStage;
 use crate::anpr::PlateReader;
 use crate::anpr::queue::ReadQueue;
+use crate::api::control::{CameraControl, Refused};
+pub use crate::api::control::{Diff, Origin};
 use crate::cluster::{CameraChanges, Leases, Shard};
 use crate::config::{CameraConfig, Config, ConfigError, Source};
 use crate::detect::Detector;
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::events::{NewEvent, Store, StoreError};
 use crate::inference::Runtime;
 use crate::metrics::Metrics;
@@ -57,6 +60,25 @@ pub enum FleetError {
     DatabaseSlow,
 }
 
+impl Kinded for FleetError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid { .. } | Self::Config(_) => ErrorKind::Refuse(Refusal::Invalid),
+            Self::NotFound(_) => ErrorKind::Refuse(Refusal::Missing),
+            Self::Exists(_) | Self::FileOwned { .. } | Self::NoFile => ErrorKind::Refuse(Refusal::Conflict),
+            Self::Models(_) => ErrorKind::Fatal,
+            Self::Store(e) => e.kind(),
+            Self::Stopping | Self::DatabaseSlow => ErrorKind::Retry,
+        }
+    }
+}
+
+impl From<FleetError> for Refused {
+    fn from(e: FleetError) -> Self {
+        Self { kind: e.kind(), reason: e.to_string() }
+    }
+}
+
 /// How long a camera change waits for the database before it is refused: the API answers
 /// promptly during an outage, and the fleet's lock is never held for a pool's whole timeout.
 const DB_WAIT: Duration = Duration::from_millis(1500);
@@ -64,27 +86,6 @@ const DB_WAIT: Duration = Duration::from_millis(1500);
 /// `op` on the database, refused after [`DB_WAIT`].
 async fn db<T>(op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, FleetError> {
     tokio::time::timeout(DB_WAIT, op).await.map_err(|_| FleetError::DatabaseSlow)?.map_err(FleetError::from)
-}
-
-/// Where a running camera's settings come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    File,
-    Api,
-}
-
-/// What a reload did, by camera id.
-#[derive(Debug, Default, Serialize)]
-pub struct Diff {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub restarted: Vec<String>,
-    pub unchanged: Vec<String>,
-    /// Cameras in the file that could not start (the models failed to load, say), with why.
-    pub failed: BTreeMap<String, String>,
-    /// File sections that changed but only take effect at the next start.
-    pub restart_needed: Vec<&'static str>,
 }
 
 /// A camera this deployment should run, from the file or the API.
@@ -608,6 +609,28 @@ impl Fleet {
         let stage = ObjectStage::new(cam, detector, plates, self.metrics.camera(&cam.id), status)
             .map_err(|reason| FleetError::Invalid { field: "detection".into(), reason })?;
         Ok(Some(stage))
+    }
+}
+
+impl CameraControl for Fleet {
+    fn add(&self, body: Value) -> BoxFuture<'_, Result<String, Refused>> {
+        Box::pin(async move { Ok(Fleet::add(self, body).await?) })
+    }
+
+    fn replace<'a>(&'a self, id: &'a str, body: Value) -> BoxFuture<'a, Result<(), Refused>> {
+        Box::pin(async move { Ok(Fleet::replace(self, id, body).await?) })
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), Refused>> {
+        Box::pin(async move { Ok(Fleet::remove(self, id).await?) })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<Diff, Refused>> {
+        Box::pin(async move { Ok(Fleet::reload(self).await?) })
+    }
+
+    fn origin<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<(Origin, bool)>> {
+        Box::pin(Fleet::origin(self, id))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::analysis::{self, Progress, objects::ObjectStage};
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
 use crate::events::NewEvent;
-use crate::ingest::Frame;
+use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::status::CameraStatus;
 use crate::throttle::Throttle;

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 use vigil::anpr::PlateRead;
-use vigil::anpr::plate::edit_distance;
 use vigil::anpr::still::overlaps;
+use vigil::plate::edit_distance;
 
 #[derive(clap::Args)]
 pub struct AnprArgs {
@@ -259,7 +259,7 @@ pub(super) fn ground_truth(dir: &Path) -> anyhow::Result<Vec<Truth>> {
         let n = |v: &str| v.trim().parse::<f32>().map_err(|_| bad());
         let (x, y) = (n(x)?, n(y)?);
         let bbox = [x, y, x + n(w)?, y + n(h)?];
-        out.push(Truth { image: dir.join(file), bbox, plate: vigil::anpr::plate::normalise(plate) });
+        out.push(Truth { image: dir.join(file), bbox, plate: vigil::plate::normalise(plate) });
     }
     out.sort_by(|a, b| a.image.cmp(&b.image));
     anyhow::ensure!(!out.is_empty(), "{}: no ground truth (.txt) files", dir.display());

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use vigil::config::{Config, InferenceConfig};
 use vigil::detect::Detector;
+use vigil::frame::Frame;
 use vigil::inference::{Runtime, Workload};
-use vigil::ingest::Frame;
 use vigil::metrics::Metrics;
 
 /// How long each setting and caller count is measured.

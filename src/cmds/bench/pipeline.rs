@@ -31,7 +31,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vigil::channel::{self, Policy, Recv};
 use vigil::config::{CameraConfig, Config};
-use vigil::ingest::{Frame, FrameSink, SourceHealth, Streamer};
+use vigil::frame::Frame;
+use vigil::ingest::{FrameSink, SourceHealth, Streamer};
 use vigil::metrics::Metrics;
 use vigil::supervisor::{self, Scope};
 

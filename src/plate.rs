@@ -1,9 +1,28 @@
-//! Plate logic: from recognised text lines to a plate. Normalisation, plate-likeness, format
-//! rules with positional confusion fixes, and known plates.
+//! Plate text: from recognised characters to a plate. Normalisation, plate-likeness, format
+//! rules with positional confusion fixes, and known plates. A leaf: it imports nothing of ours,
+//! so config can check the formats a user writes without depending on the models that read.
 
 use regex::{Regex, RegexSet};
 
-use super::ctc::Char;
+/// One decoded character with its probability at the step where it peaked, and what else the
+/// recogniser considered there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Char {
+    pub ch: char,
+    pub prob: f32,
+    pub step: usize,
+    /// The blank's probability at that step: how readily the character could be dropped.
+    pub blank: f32,
+    /// The runners-up at that step, most likely first.
+    pub alts: [(char, f32); 2],
+}
+
+impl Char {
+    /// The probability the recogniser gave `ch` at this character's step (0 if not a runner-up).
+    pub fn prob_of(&self, ch: char) -> f32 {
+        if ch == self.ch { self.prob } else { self.alts.iter().find(|a| a.0 == ch).map_or(0.0, |a| a.1) }
+    }
+}
 
 /// Upper-case A–Z and 0–9 only.
 pub fn normalise(text: &str) -> String {
