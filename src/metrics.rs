@@ -16,6 +16,7 @@ pub struct Metrics {
     events_saved: IntCounterVec,
     events_published: IntCounterVec,
     events_dropped: IntCounterVec,
+    events_rejected: IntCounterVec,
     /// Saved events not yet published.
     pub outbox_backlog: IntGauge,
     /// Events held in the local journal, waiting for the database.
@@ -157,6 +158,12 @@ impl Metrics {
                 "Events dropped before they were saved: the database and the journal both unavailable",
                 &["type"],
             ),
+            events_rejected: counter_vec(
+                &r,
+                "vigil_events_rejected_total",
+                "Events the database refused for good (bad data, a broken rule), set aside in the journal directory's rejected/",
+                &["type"],
+            ),
             retention_deleted: counter_vec(
                 &r,
                 "vigil_retention_deleted_total",
@@ -210,6 +217,16 @@ impl Metrics {
     /// Count an event dropped before it could be saved.
     pub fn event_dropped(&self, event_type: &str) {
         self.events_dropped.with_label_values(&[event_type]).inc();
+    }
+
+    /// Count an event of `event_type` the database refused for good.
+    pub fn event_rejected(&self, event_type: &str) {
+        self.events_rejected.with_label_values(&[event_type]).inc();
+    }
+
+    /// Events of `event_type` the database refused so far.
+    pub fn events_rejected(&self, event_type: &str) -> u64 {
+        self.events_rejected.with_label_values(&[event_type]).get()
     }
 
     /// Events dropped so far of `event_type`.

@@ -190,6 +190,53 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
     assert_eq!(store.list(&q).await.unwrap().len(), 1, "the plate column follows the revision");
 }
 
+/// An event PostgreSQL refuses for good (a NUL byte, which no text column may hold) is set
+/// aside in the journal directory, counted, and does not hold up the events behind it, which a
+/// database that is merely down would.
+#[tokio::test]
+async fn an_event_the_database_refuses_is_set_aside_and_the_rest_are_written() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use vigil::events::Recorder;
+    use vigil::metrics::Metrics;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&common::postgres_url()).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let (to_publisher, _handed) = tokio::sync::mpsc::channel(16);
+    let recorder = Recorder {
+        store: store.clone(),
+        snapshots_dir: dir.path().join("snaps"),
+        journal_dir: dir.path().join("journal"),
+        metrics: metrics.clone(),
+        to_publisher,
+        lagged: Arc::new(AtomicBool::new(false)),
+        live: tokio::sync::broadcast::channel(16).0,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(recorder.run(rx, Default::default()));
+    let camera = format!("refused-{}", std::process::id());
+    let started = std::time::Instant::now();
+    tx.send(event(&camera, 0)).await.unwrap();
+    tx.send(NewEvent { camera_id: format!("{camera}\0"), ..event(&camera, 0) }).await.unwrap();
+    tx.send(event(&camera, 0)).await.unwrap();
+    drop(tx);
+    // A refusal treated as an outage would retry the event forever, and the recorder never end.
+    tokio::time::timeout(std::time::Duration::from_secs(10), task).await.expect("the recorder was held up").unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "held up: {:?}", started.elapsed());
+
+    let q = vigil::events::EventQuery { camera: Some(camera.clone()), ..Default::default() };
+    assert_eq!(store.list(&q).await.unwrap().len(), 2, "the events either side were written");
+    assert_eq!(metrics.events_rejected("motion"), 1);
+    let aside: Vec<_> =
+        std::fs::read_dir(dir.path().join("journal/rejected")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&aside[0]).unwrap()).unwrap();
+    assert_eq!(record["event"]["camera_id"], format!("{camera}\0"));
+    assert_eq!(record["event"]["data"]["phase"], "start");
+    assert!(record["reason"].as_str().unwrap().contains("0x00"), "{record}");
+}
+
 async fn saved_cameras_round_trip(store: &Store, id: &str) {
     store.save_camera(id, r#"{"id": "first"}"#).await.unwrap();
     store.save_camera(id, r#"{"id": "second"}"#).await.unwrap();

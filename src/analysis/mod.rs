@@ -151,7 +151,7 @@ pub fn run(
                     d.detect(luma, stride)
                 };
                 if let Some(phase) = episode.update(&motion, t) {
-                    emit(motion_event(&cam.id, phase, &frame));
+                    emit(motion_event(phase, &frame));
                 }
                 if let Some(stage) = objects {
                     stage.process(&frame, &motion, t).into_iter().for_each(&mut emit);
@@ -199,28 +199,11 @@ fn phase_data(phase: &Phase) -> serde_json::Value {
     }
 }
 
-fn motion_event(camera: &str, phase: Phase, frame: &Frame) -> NewEvent {
-    NewEvent {
-        key: None,
-        event_type: EventType::Motion,
-        camera_id: camera.to_string(),
-        timestamp: frame.wall,
-        frame_number: Some(frame.seq as i64),
-        snapshot: matches!(phase, Phase::Start { .. }).then(|| frame.clone()),
-        crop: None,
-        data: phase_data(&phase),
-    }
+fn motion_event(phase: Phase, frame: &Frame) -> NewEvent {
+    let ev = NewEvent::at(EventType::Motion, frame, phase_data(&phase));
+    if matches!(phase, Phase::Start { .. }) { ev.with_snapshot(frame.clone()) } else { ev }
 }
 
 fn motion_end_without_frame(camera: &str, phase: Phase) -> NewEvent {
-    NewEvent {
-        key: None,
-        event_type: EventType::Motion,
-        camera_id: camera.to_string(),
-        timestamp: chrono::Utc::now(),
-        frame_number: None,
-        snapshot: None,
-        crop: None,
-        data: phase_data(&phase),
-    }
+    NewEvent::new(EventType::Motion, camera, chrono::Utc::now(), phase_data(&phase))
 }

@@ -342,14 +342,9 @@ fn event(
     if let Some(reason) = reason {
         data["reason"] = json!(reason);
     }
-    NewEvent {
-        key: None,
-        event_type: EventType::Tracking,
-        camera_id: frame.camera.to_string(),
-        timestamp: frame.wall,
-        frame_number: Some(frame.seq as i64),
-        data,
-        snapshot: snapshot.cloned(),
-        crop: snapshot.map(|_| p.best_box.map(|v| v.max(0.0) as u32)),
+    let ev = NewEvent::at(EventType::Tracking, frame, data);
+    match snapshot {
+        Some(shot) => ev.with_snapshot(shot.clone()).with_crop(p.best_box.map(|v| v.max(0.0) as u32)),
+        None => ev,
     }
 }

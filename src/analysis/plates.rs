@@ -519,16 +519,12 @@ impl PlateStage {
         let [x1, y1, x2, y2] = best.bbox();
         let (px, py) = ((x2 - x1) * 0.1, (y2 - y1) * 0.2);
         let crop = [(x1 - px).max(0.0), (y1 - py).max(0.0), x2 + px, y2 + py].map(|v| v as u32);
-        Some(NewEvent {
-            event_type: EventType::Anpr,
-            camera_id: self.camera.clone(),
-            timestamp: best_frame.wall,
-            frame_number: Some(best_frame.seq as i64),
-            data,
-            snapshot: Some(best_frame.clone()),
-            crop: Some(crop),
-            key: Some(format!("anpr:{}:{event_track}", self.camera)),
-        })
+        Some(
+            NewEvent::at(EventType::Anpr, best_frame, data)
+                .with_snapshot(best_frame.clone())
+                .with_crop(crop)
+                .keyed(format!("anpr:{}:{event_track}", self.camera)),
+        )
     }
 }
 

@@ -260,21 +260,45 @@ fn record_size(prefix: &[u8; RECORD_PREFIX]) -> u64 {
     RECORD_PREFIX as u64 + word(0) + word(4)
 }
 
+impl Held {
+    fn header(&self) -> Header {
+        let ev = &self.ev;
+        Header {
+            event_type: ev.event_type,
+            camera_id: ev.camera_id.clone(),
+            timestamp: ev.timestamp,
+            frame_number: ev.frame_number,
+            data: ev.data.clone(),
+            crop: ev.crop,
+            key: ev.key.clone(),
+            revises: self.revises,
+            jpeg_len: self.jpeg.as_ref().map(Vec::len),
+            crop_len: self.crop.as_ref().map(Vec::len),
+        }
+    }
+}
+
+/// Keeps an event the database refused for good in `{dir}/rejected/`: its JSON (with why)
+/// beside its snapshot and crop, for an operator to read or replay. Returns the JSON's path.
+pub fn set_aside(dir: &Path, held: &Held, reason: &str) -> io::Result<PathBuf> {
+    let dir = dir.join("rejected");
+    std::fs::create_dir_all(&dir)?;
+    let camera: String =
+        held.ev.camera_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let stem = format!("{}-{camera}-{}", held.ev.timestamp.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
+    let record = serde_json::json!({ "reason": reason, "event": held.header() });
+    let path = dir.join(format!("{stem}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&record)?)?;
+    for (blob, suffix) in [(&held.jpeg, "jpg"), (&held.crop, "crop.jpg")] {
+        if let Some(bytes) = blob {
+            std::fs::write(dir.join(format!("{stem}.{suffix}")), bytes)?;
+        }
+    }
+    Ok(path)
+}
+
 fn encode(held: &Held) -> io::Result<Vec<u8>> {
-    let ev = &held.ev;
-    let header = Header {
-        event_type: ev.event_type,
-        camera_id: ev.camera_id.clone(),
-        timestamp: ev.timestamp,
-        frame_number: ev.frame_number,
-        data: ev.data.clone(),
-        crop: ev.crop,
-        key: ev.key.clone(),
-        revises: held.revises,
-        jpeg_len: held.jpeg.as_ref().map(Vec::len),
-        crop_len: held.crop.as_ref().map(Vec::len),
-    };
-    let header = serde_json::to_vec(&header)?;
+    let header = serde_json::to_vec(&held.header())?;
     let blobs = held.jpeg.iter().chain(held.crop.iter());
     let blob_len: usize = blobs.clone().map(Vec::len).sum();
     if header.len() + blob_len > MAX_RECORD {
@@ -323,14 +347,10 @@ fn read_record(seg: &Segment) -> io::Result<(Held, u64)> {
     };
     let (jpeg, crop) = (take(h.jpeg_len)?, take(h.crop_len)?);
     let ev = NewEvent {
-        event_type: h.event_type,
-        camera_id: h.camera_id,
-        timestamp: h.timestamp,
         frame_number: h.frame_number,
-        data: h.data,
-        snapshot: None,
         crop: h.crop,
         key: h.key,
+        ..NewEvent::new(h.event_type, &h.camera_id, h.timestamp, h.data)
     };
     Ok((Held { ev, jpeg, crop, revises: h.revises }, size))
 }
@@ -341,14 +361,8 @@ mod tests {
 
     fn held(n: i64, jpeg: Option<Vec<u8>>) -> Held {
         let ev = NewEvent {
-            event_type: EventType::Tracking,
-            camera_id: "gate".into(),
-            timestamp: Utc::now(),
             frame_number: Some(n),
-            data: serde_json::json!({"n": n}),
-            snapshot: None,
-            crop: None,
-            key: None,
+            ..NewEvent::new(EventType::Tracking, "gate", Utc::now(), serde_json::json!({"n": n}))
         };
         Held { ev, jpeg, crop: None, revises: None }
     }

@@ -43,3 +43,39 @@ pub struct NewEvent {
     /// getting better).
     pub key: Option<String>,
 }
+
+impl NewEvent {
+    /// An event of `event_type` for `camera` at wall time `timestamp`, with no frame behind it.
+    pub fn new(event_type: EventType, camera: &str, timestamp: DateTime<Utc>, data: serde_json::Value) -> Self {
+        Self {
+            event_type,
+            camera_id: camera.to_string(),
+            timestamp,
+            frame_number: None,
+            data,
+            snapshot: None,
+            crop: None,
+            key: None,
+        }
+    }
+
+    /// An event seen in `frame`: its camera, wall time and number.
+    pub fn at(event_type: EventType, frame: &Frame, data: serde_json::Value) -> Self {
+        Self { frame_number: Some(frame.seq as i64), ..Self::new(event_type, &frame.camera, frame.wall, data) }
+    }
+
+    /// Saves `frame` as the event's snapshot.
+    pub fn with_snapshot(self, frame: Frame) -> Self {
+        Self { snapshot: Some(frame), ..self }
+    }
+
+    /// Saves region `[x1, y1, x2, y2]` of the snapshot on its own too.
+    pub fn with_crop(self, crop: [u32; 4]) -> Self {
+        Self { crop: Some(crop), ..self }
+    }
+
+    /// Makes later events with the same `key` revisions of this one.
+    pub fn keyed(self, key: String) -> Self {
+        Self { key: Some(key), ..self }
+    }
+}

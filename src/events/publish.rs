@@ -32,6 +32,22 @@ pub enum PublishError {
     Store(#[from] super::StoreError),
 }
 
+impl PublishError {
+    /// Counts the failure against the part that failed, and says what waits for it.
+    fn count(&self, metrics: &Metrics, redis: &str) -> String {
+        match self {
+            Self::Redis(_) => {
+                metrics.redis_errors.inc();
+                format!("cannot publish to redis {redis}, keeping events in the outbox: {self}")
+            }
+            Self::Store(_) => {
+                metrics.db_errors.inc();
+                format!("cannot read or mark the outbox in the database, publishing waits for it: {self}")
+            }
+        }
+    }
+}
+
 /// Publishes saved events; see the module docs.
 pub struct Publisher {
     cfg: RedisConfig,
@@ -78,17 +94,14 @@ impl Publisher {
                         backlog = false;
                         retry = Duration::from_millis(200);
                         if down_since_logged {
-                            info!("redis {} reachable again; outbox drained", Redacted(&self.cfg.url));
+                            info!("publishing to redis {} again; outbox drained", Redacted(&self.cfg.url));
                             down_since_logged = false;
                         }
                     }
                     Err(e) => {
-                        self.metrics.redis_errors.inc();
+                        let what = e.count(&self.metrics, &Redacted(&self.cfg.url).to_string());
                         if !down_since_logged {
-                            warn!(
-                                "cannot publish to redis {}, keeping events in the outbox: {e}",
-                                Redacted(&self.cfg.url)
-                            );
+                            warn!("{what}");
                             down_since_logged = true;
                         }
                         if shutdown.is_cancelled() && rx.is_closed() {
@@ -127,8 +140,7 @@ impl Publisher {
             batch.retain(|ev| ev.id > self.last_id);
             self.metrics.outbox_backlog.set(rx.len() as i64 + batch.len() as i64);
             if let Err(e) = self.publish(&batch).await {
-                warn!("publish failed, switching to the outbox: {e}");
-                self.metrics.redis_errors.inc();
+                warn!("{}", e.count(&self.metrics, &Redacted(&self.cfg.url).to_string()));
                 down_since_logged = true;
                 backlog = true;
             } else if self.lagged.swap(false, Ordering::AcqRel) {

@@ -22,8 +22,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::journal::{Held, Journal};
+use super::journal::{self, Held, Journal};
 use super::{Event, EventType, NewEvent, Store, StoreError, snapshot};
+use crate::error::{ErrorKind, Kinded};
 use crate::metrics::Metrics;
 
 /// JPEG quality of snapshots.
@@ -288,6 +289,21 @@ impl Recorder {
                     // Another process holds this camera now; its writes win.
                     warn!("{e}");
                     self.metrics.event_dropped(held.ev.event_type.as_str());
+                    queue.done(from);
+                }
+                Some((Err(e), _)) if e.kind() != ErrorKind::Retry => {
+                    // Refused for good: retrying would hold up every event behind this one.
+                    self.metrics.db_errors.inc();
+                    self.metrics.event_rejected(held.ev.event_type.as_str());
+                    let camera = held.ev.camera_id.clone();
+                    match journal::set_aside(&self.journal_dir, &held, &e.to_string()) {
+                        Ok(path) => {
+                            warn!(%camera, "the database refused an event; set aside in {}: {e}", path.display())
+                        }
+                        Err(io) => {
+                            error!(%camera, "the database refused an event, and it could not be set aside ({io}): {e}")
+                        }
+                    }
                     queue.done(from);
                 }
                 Some((Err(e), _)) => {

@@ -43,6 +43,16 @@ impl Kinded for StoreError {
                 sqlx::Error::Database(db) if db.kind() != sqlx::error::ErrorKind::Other => {
                     ErrorKind::Refuse(Refusal::Conflict)
                 }
+                // PostgreSQL's SQLSTATE classes: 22, the data cannot be stored (a NUL in JSON,
+                // say); 42, the schema is not what this release expects. Every other class
+                // (connection, resources, shutting down, serialisation) may pass.
+                sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+                    match db.code().as_deref().map(|c| &c[..2.min(c.len())]) {
+                        Some("22") => ErrorKind::Refuse(Refusal::Invalid),
+                        Some("42") => ErrorKind::Fatal,
+                        _ => ErrorKind::Retry,
+                    }
+                }
                 sqlx::Error::ColumnDecode { .. }
                 | sqlx::Error::ColumnNotFound(_)
                 | sqlx::Error::TypeNotFound { .. }

@@ -215,15 +215,5 @@ async fn watch(
 
 /// Queue a `camera` event with `data`.
 pub async fn camera_event(events: &mpsc::Sender<NewEvent>, camera: &str, data: serde_json::Value) {
-    let ev = NewEvent {
-        key: None,
-        event_type: EventType::Camera,
-        camera_id: camera.to_string(),
-        timestamp: chrono::Utc::now(),
-        frame_number: None,
-        data,
-        snapshot: None,
-        crop: None,
-    };
-    let _ = events.send(ev).await;
+    let _ = events.send(NewEvent::new(EventType::Camera, camera, chrono::Utc::now(), data)).await;
 }
