@@ -38,6 +38,8 @@ pub struct Metrics {
     pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
     analysis_restarts: IntCounterVec,
+    events_blocked: IntCounterVec,
+    events_blocked_ms: IntCounterVec,
     plate_reads: IntCounterVec,
     /// Webhook POSTs, by webhook name and outcome (`delivered`, `failed`).
     pub webhook_posts: IntCounterVec,
@@ -62,6 +64,10 @@ pub struct CameraMetrics {
     pub analysis_panics: IntCounter,
     /// Analysis restarts after it stopped making progress.
     pub analysis_stalls: IntCounter,
+    /// Events that found the recorder's queue full and waited for room.
+    pub events_blocked: IntCounter,
+    /// Milliseconds analysis spent waiting for room in the recorder's queue.
+    pub events_blocked_ms: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +164,18 @@ impl Metrics {
                 "Events dropped before they were saved: the database and the journal both unavailable",
                 &["type"],
             ),
+            events_blocked: counter_vec(
+                &r,
+                "vigil_events_blocked_total",
+                "Events that found the recorder's queue full and waited for room (backpressure.events = block)",
+                &["camera"],
+            ),
+            events_blocked_ms: counter_vec(
+                &r,
+                "vigil_events_blocked_milliseconds_total",
+                "Time a camera's analysis waited for room in the recorder's queue",
+                &["camera"],
+            ),
             events_rejected: counter_vec(
                 &r,
                 "vigil_events_rejected_total",
@@ -200,6 +218,8 @@ impl Metrics {
             dropped_analysis_down: self.frames_dropped.with_label_values(&[id, "analysis_down"]),
             analysis_panics: self.analysis_restarts.with_label_values(&[id, "panic"]),
             analysis_stalls: self.analysis_restarts.with_label_values(&[id, "stall"]),
+            events_blocked: self.events_blocked.with_label_values(&[id]),
+            events_blocked_ms: self.events_blocked_ms.with_label_values(&[id]),
         }
     }
 

@@ -53,7 +53,8 @@ async fn frames_reach_analysis_without_a_frame_sized_allocation() {
     let toml =
         format!("[[cameras]]\nid = \"cam\"\nurl = \"{url}\"\nloop = true\n[cameras.detection]\nenabled = false\n");
     let cam = Config::parse(&toml, "test").unwrap().cameras.remove(0);
-    let metrics = Metrics::new().camera("cam");
+    let all = Arc::new(Metrics::new());
+    let metrics = all.camera("cam");
     let (tx, rx) = channel::bounded(8, Policy::Block);
     let sink = FrameSink {
         camera: "cam".into(),
@@ -70,7 +71,8 @@ async fn frames_reach_analysis_without_a_frame_sized_allocation() {
         std::thread::spawn(move || {
             let progress = vigil::analysis::Progress::default();
             let generation = progress.next_generation();
-            vigil::analysis::run(&cam, &rx, &mut None, &events.downgrade(), &m, &progress, generation)
+            let events = vigil::events::EventSink::new(&events, cam.backpressure.events, m.clone(), all);
+            vigil::analysis::run(&cam, &rx, &mut None, &events, &m, &progress, generation)
         })
     };
     let streamer = Streamer::build(&cam, sink.clone()).unwrap();

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer_video::prelude::*;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::{debug, info, info_span};
 
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
-use crate::events::{EventType, NewEvent};
+use crate::events::{EventSink, EventType, NewEvent};
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::{MotionDetector, MotionEpisode, Phase};
@@ -94,7 +93,7 @@ pub fn run(
     cam: &CameraConfig,
     rx: &Receiver<Frame>,
     objects: &mut Option<ObjectStage>,
-    events: &mpsc::WeakSender<NewEvent>,
+    events: &EventSink,
     metrics: &CameraMetrics,
     progress: &Progress,
     generation: u64,
@@ -107,8 +106,8 @@ pub fn run(
     let mut previous: Option<Frame> = None;
     let (mut lost, mut unmapped) = (Throttle::default(), Throttle::default());
     let mut emit = |ev: NewEvent| {
-        if events.upgrade().is_none_or(|tx| tx.blocking_send(ev).is_err()) {
-            lost.warn(format_args!("event recorder stopped; event lost"));
+        if let Err(e) = events.send_blocking(ev) {
+            lost.warn(format_args!("event lost: {e}"));
         }
     };
     loop {

@@ -352,7 +352,21 @@ pub enum FullPolicy {
     Block,
 }
 
-/// `[cameras.backpressure]`: the bounded channel between decode and analysis.
+/// What analysis does with a new event when the recorder's queue is full (the recorder has
+/// fallen behind: CPU overload or slow disks; a database outage is absorbed by the journal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventsFull {
+    /// Wait for room: no event is lost, and the frame channel's policy decides what waits or
+    /// drops behind it. Counted in `vigil_events_blocked_total`.
+    #[default]
+    Block,
+    /// Drop the new event and count it (`vigil_events_dropped_total`); analysis never waits.
+    DropNewest,
+}
+
+/// `[cameras.backpressure]`: the bounded channel between decode and analysis, and what happens
+/// at the seam between analysis and the recorder.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackpressureConfig {
@@ -362,11 +376,14 @@ pub struct BackpressureConfig {
     /// `auto` (default), `drop-oldest` or `block`.
     #[serde(default)]
     pub policy: FullPolicy,
+    /// When the recorder's queue is full: `block` (default) or `drop-newest`.
+    #[serde(default)]
+    pub events: EventsFull,
 }
 
 impl Default for BackpressureConfig {
     fn default() -> Self {
-        Self { capacity: default_capacity(), policy: FullPolicy::Auto }
+        Self { capacity: default_capacity(), policy: FullPolicy::Auto, events: EventsFull::Block }
     }
 }
 

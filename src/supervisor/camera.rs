@@ -14,7 +14,7 @@ use super::keeper::{self, Analysis};
 use crate::analysis::objects::ObjectStage;
 use crate::channel;
 use crate::config::{CameraConfig, RtspTransport, Source};
-use crate::events::{EventType, NewEvent};
+use crate::events::{EventSink, EventType, NewEvent};
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
@@ -47,7 +47,7 @@ pub async fn run(
     let analysis = Analysis {
         cam: cam.clone(),
         rx,
-        events: events.downgrade(),
+        events: EventSink::new(&events, cam.backpressure.events, cam_metrics.clone(), metrics.clone()),
         metrics: cam_metrics.clone(),
         status: status.clone(),
         stall: stall_analysis,

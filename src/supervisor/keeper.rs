@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tracing::{info, info_span};
 
 use super::camera::{HEALTHY_RUN, jittered};
 use crate::analysis::{self, Progress, objects::ObjectStage};
 use crate::channel::{Receiver, Recv};
 use crate::config::CameraConfig;
-use crate::events::NewEvent;
+use crate::events::EventSink;
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::status::CameraStatus;
@@ -30,8 +29,7 @@ const LOOK: Duration = Duration::from_millis(100);
 pub struct Analysis {
     pub cam: CameraConfig,
     pub rx: Receiver<Frame>,
-    /// Weak, so that a worker given up as hung does not hold the event queue open.
-    pub events: mpsc::WeakSender<NewEvent>,
+    pub events: EventSink,
     pub metrics: CameraMetrics,
     pub status: Arc<CameraStatus>,
     /// A worker that goes this long without progress is given up on.
@@ -128,10 +126,8 @@ fn work(a: &Analysis, mut objects: Option<ObjectStage>, progress: &Progress, gen
     let payload = panic::catch_unwind(AssertUnwindSafe(run)).err()?;
     if let Some(stage) = &mut objects {
         let ended = panic::catch_unwind(AssertUnwindSafe(|| stage.finish(None))).unwrap_or_default();
-        if let Some(events) = a.events.upgrade() {
-            for ev in ended {
-                let _ = events.blocking_send(ev);
-            }
+        for ev in ended {
+            let _ = a.events.send_blocking(ev);
         }
     }
     Some(message(payload.as_ref()))
