@@ -100,6 +100,18 @@ async fn two_cars_on_the_road_keep_one_track_each() {
             assert!(!end.event_data[key].is_null(), "{key} missing: {:?}", end.event_data);
         }
     }
+    // Each track has a short number a person can read, 1 and 2 in the order they started,
+    // the same on every event of the track.
+    let mut numbers: Vec<u64> = by_track
+        .values()
+        .map(|evs| {
+            let n = evs[0].event_data["track_no"].as_u64().expect("track_no");
+            assert!(evs.iter().all(|e| e.event_data["track_no"] == n), "{evs:#?}");
+            n
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2]);
     // The right-hand car stands in the zone (bottom centre x ≈ 0.87 of the frame), the other not.
     let zones: Vec<&serde_json::Value> = by_track.values().map(|evs| &evs[0].event_data["zones"]).collect();
     assert_eq!(zones.iter().filter(|z| **z == &serde_json::json!(["right-lane"])).count(), 1, "{zones:?}");

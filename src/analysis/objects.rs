@@ -38,6 +38,8 @@ const BETTER_SNAPSHOT: f32 = 0.1;
 
 /// What has been published about one confirmed track.
 struct Published {
+    /// 1 for this camera's first confirmed track, 2 for the next: short enough to read.
+    number: u64,
     label: String,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
@@ -59,6 +61,8 @@ pub struct ObjectStage {
     interval: f64,
     next_detect: Option<f64>,
     published: HashMap<u64, Published>,
+    /// Tracks confirmed so far, across restarts of the stage.
+    confirmed: u64,
     metrics: CameraMetrics,
     status: Arc<CameraStatus>,
     plates: Option<PlateStage>,
@@ -99,6 +103,7 @@ impl ObjectStage {
             classes,
             next_detect: None,
             published: HashMap::new(),
+            confirmed: 0,
             metrics,
             status,
             plates,
@@ -110,7 +115,8 @@ impl ObjectStage {
     /// starts again with after a failure.
     pub fn fresh(&self) -> Result<Self, String> {
         let plates = self.plates.as_ref().map(PlateStage::queue);
-        Self::new(&self.cam, self.detector.clone(), plates, self.metrics.clone(), self.status.clone())
+        let stage = Self::new(&self.cam, self.detector.clone(), plates, self.metrics.clone(), self.status.clone())?;
+        Ok(Self { confirmed: self.confirmed, ..stage })
     }
 
     /// Run on one frame at stream time `t`; returns the events it produced.
@@ -248,7 +254,9 @@ impl ObjectStage {
                     let first_seen =
                         frame.wall - chrono::Duration::milliseconds(((t - track.first_seen) * 1000.0) as i64);
                     let Ok(best) = frame.detached() else { continue };
+                    self.confirmed += 1;
                     let p = Published {
+                        number: self.confirmed,
                         label: self.label(track.class),
                         first_seen,
                         last_seen: frame.wall,
@@ -330,6 +338,7 @@ fn event(
     let mut data = json!({
         "phase": phase,
         "track_id": track.id,
+        "track_no": p.number,
         "label": p.label,
         "score": track.best_score,
         "box": track.bbox.map(|v| v.round() as i64),

@@ -27,7 +27,7 @@ function summary(ev) {
   const d = ev.event_data || {};
   switch (ev.event_type) {
     case "motion": return `motion ${d.phase} · ${(100 * (d.area || 0)).toFixed(1)} % of frame`;
-    case "tracking": return `${d.label} #${d.track_id} ${d.phase}${d.zones && d.zones.length ? " in " + d.zones.join(", ") : ""}`;
+    case "tracking": return `${d.label} #${d.track_no ?? d.track_id} ${d.phase}${d.zones && d.zones.length ? " in " + d.zones.join(", ") : ""}`;
     case "anpr": return `plate ${d.phase || ""}`;
     case "camera": return `camera ${d.state}${d.reason ? " (" + d.reason + ")" : ""}`;
     default: return ev.event_type;
