@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::redact::Redacted;
 
 mod camera;
@@ -26,6 +27,16 @@ pub enum ConfigError {
     Io { path: String, source: std::io::Error },
     #[error("{path}:{line}:{col}: {reason}")]
     Invalid { path: String, line: usize, col: usize, reason: String },
+}
+
+impl Kinded for ConfigError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The file may be being written, or its volume not mounted yet.
+            Self::Io { .. } => ErrorKind::Retry,
+            Self::Invalid { .. } => ErrorKind::Refuse(Refusal::Invalid),
+        }
+    }
 }
 
 /// The whole configuration file.

@@ -63,7 +63,8 @@ pub enum FleetError {
 impl Kinded for FleetError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Invalid { .. } | Self::Config(_) => ErrorKind::Refuse(Refusal::Invalid),
+            Self::Invalid { .. } => ErrorKind::Refuse(Refusal::Invalid),
+            Self::Config(e) => e.kind(),
             Self::NotFound(_) => ErrorKind::Refuse(Refusal::Missing),
             Self::Exists(_) | Self::FileOwned { .. } | Self::NoFile => ErrorKind::Refuse(Refusal::Conflict),
             Self::Models(_) => ErrorKind::Fatal,
