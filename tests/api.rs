@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vigil::events::{Event, EventType, NewEvent, Recorder, Store};
+use vigil::events::{Event, EventType, NewEvent, Store};
 use vigil::metrics::Metrics;
 use vigil::status::Registry;
 
@@ -43,19 +43,9 @@ async fn start_with(
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
     let metrics = Arc::new(Metrics::new());
-    let (live, _) = broadcast::channel(64);
-    let (to_publisher, publisher_rx) = mpsc::channel(1024);
+    let (recorder, publisher_rx) = common::recorder(&store, dir.path(), metrics.clone());
+    let (live, lagged) = (recorder.live.clone(), recorder.lagged.clone());
     let (events, rx) = mpsc::channel(64);
-    let lagged = Arc::new(AtomicBool::new(false));
-    let recorder = Recorder {
-        store: store.clone(),
-        snapshots_dir: dir.path().join("snaps"),
-        journal_dir: dir.path().join("journal"),
-        metrics: metrics.clone(),
-        to_publisher,
-        lagged: lagged.clone(),
-        live: live.clone(),
-    };
     let shutdown = CancellationToken::new();
     tokio::spawn(recorder.run(rx, shutdown.clone()));
     let publisher_rx = match redis {

@@ -7,14 +7,14 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+
 use std::time::{Duration, Instant};
 
 use common::{Redis, Vigil, free_port, media, postgres_url};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use vigil::events::recorder::BUFFER;
-use vigil::events::{EventQuery, EventType, NewEvent, Recorder, Store};
+use vigil::events::{EventQuery, EventType, NewEvent, Store};
 use vigil::metrics::Metrics;
 use vigil::sample::SampleServer;
 
@@ -107,16 +107,7 @@ async fn events_wait_out_a_database_outage() {
     let store = Store::connect(&postgres_url()).await.unwrap();
     let metrics = Arc::new(Metrics::new());
     let (events, rx) = mpsc::channel(64);
-    let (to_publisher, _publisher_rx) = mpsc::channel(10_000);
-    let recorder = Recorder {
-        store: store.clone(),
-        snapshots_dir: dir.path().join("snaps"),
-        journal_dir: dir.path().join("journal"),
-        metrics: metrics.clone(),
-        to_publisher,
-        lagged: Arc::new(AtomicBool::new(false)),
-        live: broadcast::channel(16).0,
-    };
+    let (recorder, _publisher_rx) = common::recorder(&store, dir.path(), metrics.clone());
     let recorder = tokio::spawn(recorder.run(rx, tokio_util::sync::CancellationToken::new()));
     let burst = format!("burst-{}", std::process::id());
     events.send(tracking(&burst, "start", 0)).await.unwrap();

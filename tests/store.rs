@@ -132,23 +132,13 @@ async fn an_unwritable_snapshot_dir_still_saves_the_event() {
 #[tokio::test]
 async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use vigil::events::Recorder;
+    use std::sync::atomic::Ordering;
     use vigil::metrics::Metrics;
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
-    let (to_publisher, mut handed) = tokio::sync::mpsc::channel(16);
-    let lagged = Arc::new(AtomicBool::new(false));
-    let recorder = Recorder {
-        store: store.clone(),
-        snapshots_dir: dir.path().join("snaps"),
-        journal_dir: dir.path().join("journal"),
-        metrics: Arc::new(Metrics::new()),
-        to_publisher,
-        lagged: lagged.clone(),
-        live: tokio::sync::broadcast::channel(16).0,
-    };
+    let (recorder, mut handed) = common::recorder(&store, dir.path(), Arc::new(Metrics::new()));
+    let lagged = recorder.lagged.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(recorder.run(rx, Default::default()));
     let plate = |text: &str, key: &str| NewEvent {
@@ -196,23 +186,12 @@ async fn a_keyed_event_is_revised_in_place_and_goes_out_again() {
 #[tokio::test]
 async fn an_event_the_database_refuses_is_set_aside_and_the_rest_are_written() {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-    use vigil::events::Recorder;
     use vigil::metrics::Metrics;
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&common::postgres_url()).await.unwrap();
     let metrics = Arc::new(Metrics::new());
-    let (to_publisher, _handed) = tokio::sync::mpsc::channel(16);
-    let recorder = Recorder {
-        store: store.clone(),
-        snapshots_dir: dir.path().join("snaps"),
-        journal_dir: dir.path().join("journal"),
-        metrics: metrics.clone(),
-        to_publisher,
-        lagged: Arc::new(AtomicBool::new(false)),
-        live: tokio::sync::broadcast::channel(16).0,
-    };
+    let (recorder, _handed) = common::recorder(&store, dir.path(), metrics.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(recorder.run(rx, Default::default()));
     let camera = format!("refused-{}", std::process::id());
@@ -277,16 +256,7 @@ async fn the_recorder_encodes_ahead_but_saves_and_publishes_in_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("e.db").display())).await.unwrap();
     let (events, rx) = tokio::sync::mpsc::channel(64);
-    let (to_publisher, mut published) = tokio::sync::mpsc::channel(64);
-    let recorder = vigil::events::Recorder {
-        store: store.clone(),
-        snapshots_dir: dir.path().join("snaps"),
-        journal_dir: dir.path().join("journal"),
-        metrics: Arc::new(vigil::metrics::Metrics::new()),
-        to_publisher,
-        lagged: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        live: tokio::sync::broadcast::channel(16).0,
-    };
+    let (recorder, mut published) = common::recorder(&store, dir.path(), Arc::new(vigil::metrics::Metrics::new()));
     // Large snapshots (with a crop) between small ones and none: encoded at once, the small ones
     // finish first.
     let sizes = [Some((1920, 1080)), None, Some((64, 48)), Some((1920, 1080)), Some((64, 48)), None];
@@ -350,11 +320,11 @@ async fn follow(store: &Store, camera: &str, done: std::sync::Arc<std::sync::ato
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cursor_reader_never_skips_a_row_that_commits_late() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     let camera = format!("cursor-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let reader = Store::connect(&common::postgres_url()).await.unwrap();
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let following = tokio::spawn(follow_both(reader.clone(), camera.clone(), done.clone()));
     // Three writers on pools of their own, as three processes would be, each saving with a
     // snapshot (file I/O inside the write transaction) as fast as it can.

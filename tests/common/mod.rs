@@ -336,3 +336,24 @@ pub async fn hook_endpoint(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<axu
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     received
 }
+
+/// A recorder into `store`, with its snapshots and journal under `dir`, counting in `metrics`;
+/// what it hands the publisher comes out of the receiver. Its `lagged` flag and `live` channel
+/// are fields, for tests that watch them.
+pub fn recorder(
+    store: &vigil::events::Store,
+    dir: &Path,
+    metrics: std::sync::Arc<vigil::metrics::Metrics>,
+) -> (vigil::events::Recorder, tokio::sync::mpsc::Receiver<vigil::events::Event>) {
+    let (to_publisher, handed) = tokio::sync::mpsc::channel(10_000);
+    let recorder = vigil::events::Recorder {
+        store: store.clone(),
+        snapshots_dir: dir.join("snaps"),
+        journal_dir: dir.join("journal"),
+        metrics,
+        to_publisher,
+        lagged: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        live: tokio::sync::broadcast::channel(64).0,
+    };
+    (recorder, handed)
+}
