@@ -215,6 +215,7 @@ async fn snapshots_are_served_and_cannot_escape() {
     assert_eq!(res.headers()["content-type"], "image/jpeg");
     assert_eq!(res.bytes().await.unwrap().as_ref(), jpeg.as_slice());
     assert_eq!(get(&format!("{}/api/events/{without}/snapshot", api.base)).await.0, 404);
+    assert_eq!(get(&format!("{}/api/events/{without}/crop", api.base)).await.0, 404, "no crop");
 
     // A row pointing outside the snapshot directory (a tampered or foreign database).
     std::fs::write(api._dir.path().join("secret.txt"), "secret").unwrap();
@@ -229,6 +230,16 @@ async fn snapshots_are_served_and_cannot_escape() {
             .unwrap();
         let (status, body) = get(&format!("{}/api/events/{without}/snapshot", api.base)).await;
         assert_eq!(status, 404, "{evil}: {body}");
+        // The crop's path is in the event's JSON: the same guard applies to it.
+        let data = json!({ "crop_path": evil }).to_string();
+        sqlx::query("UPDATE events SET event_data = ? WHERE id = ?")
+            .bind(data)
+            .bind(without)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (status, body) = get(&format!("{}/api/events/{without}/crop", api.base)).await;
+        assert_eq!(status, 404, "crop {evil}: {body}");
     }
     for path in ["..%2F..%2Fsecret.txt", "%2E%2E", "1%2F..%2F..%2Fsecret.txt"] {
         let status = get(&format!("{}/api/events/{path}/snapshot", api.base)).await.0;
@@ -245,6 +256,7 @@ async fn a_token_guards_every_api_route() {
         "/api/events",
         &format!("/api/events/{id}"),
         &format!("/api/events/{id}/snapshot"),
+        &format!("/api/events/{id}/crop"),
         "/api/cameras",
         "/api/events/stream",
     ] {
@@ -262,6 +274,8 @@ async fn a_token_guards_every_api_route() {
     assert_eq!(ok.status().as_u16(), 200);
     let ok = client.get(format!("{}/api/events/{id}/snapshot?access_token=s3cret-token", api.base)).send().await;
     assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: the event has no snapshot");
+    let ok = client.get(format!("{}/api/events/{id}/crop?access_token=s3cret-token", api.base)).send().await;
+    assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: the event has no crop");
     assert_eq!(client.get(format!("{}/healthz", api.base)).send().await.unwrap().status().as_u16(), 200);
 }
 

@@ -151,3 +151,94 @@ async fn the_page_shows_events_live() {
     println!("screenshot: {}", out.display());
     drop(server);
 }
+
+/// Plate reads saved as the recorder saves them (a real snapshot and a real plate crop, from
+/// the EU plate set), then found on the page by prefix.
+async fn seed_plates(db: &std::path::Path, snaps: &std::path::Path) {
+    let store = vigil::events::Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/plates/openalpr-eu");
+    let jpeg = |img: &image::DynamicImage| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.to_rgb8().write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    };
+    for (n, (file, known)) in [("eu1", None), ("eu10", None), ("eu11", Some("Delivery van"))].into_iter().enumerate() {
+        let line = std::fs::read_to_string(dir.join(format!("{file}.txt"))).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [x, y, w, h]: [u32; 4] = std::array::from_fn(|i| f[i + 1].parse().unwrap());
+        let img = image::open(dir.join(f[0])).unwrap();
+        let crop = img.crop_imm(x, y, w, h);
+        let mut data = json!({"plate": f[5], "confidence": 0.9 - n as f64 * 0.1, "reads": 3 + n, "track_id": n});
+        if let Some(name) = known {
+            data["known"] = json!({"name": name, "plate": f[5]});
+        }
+        let ev = vigil::events::NewEvent::new(vigil::events::EventType::Anpr, "gate", chrono::Utc::now(), data)
+            .with_crop([x, y, x + w, y + h]);
+        let (saved, err) = store.save(&ev, Some((&jpeg(&img), Some(&jpeg(&crop)))), snaps).await.unwrap();
+        assert!(err.is_none() && saved.event_data["crop_path"].is_string(), "{saved:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plates_section_finds_reads_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, snaps) = (dir.path().join("e.db"), dir.path().join("snaps"));
+    seed_plates(&db, &snaps).await;
+    let redis = Redis::start();
+    let api_port = free_port();
+    let config = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{api_port}\"\ntoken = \"{TOKEN}\"\n[redis]\nurl = \"{}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n",
+        db.display(),
+        redis.url(),
+        snaps.display(),
+    );
+    let vigil = Vigil::start(dir.path(), &config);
+    let page = format!("http://127.0.0.1:{api_port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{page}readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "API not up:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let driver = Driver::start(&dir.path().join("chromium")).await;
+    driver.call(reqwest::Method::POST, "url", json!({"url": format!("{page}?access_token={TOKEN}")})).await;
+    let plates =
+        "return [...document.querySelectorAll('#plates tbody tr')].map(r => r.querySelector('.plate').textContent)";
+    let wait_rows = async |want: Value| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = driver.script(plates).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "plates {got}, want {want}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // Newest first: all three, then only the prefix typed (in lower case, as people type).
+    wait_rows(json!(["BS47040", "WA56660", "M5XSX"])).await;
+    let known = driver.script("return document.querySelector('#plates .known').textContent").await;
+    assert_eq!(known, json!("Delivery van"));
+    let crops_loaded =
+        "return [...document.querySelectorAll('#plates img')].filter(i => i.complete && i.naturalWidth > 0).length";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver.script(crops_loaded).await != json!(3) {
+        assert!(Instant::now() < deadline, "the plate crops did not load with the token");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
+    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plates.png");
+    std::fs::write(&out, png).unwrap();
+    println!("screenshot: {}", out.display());
+    driver
+        .script("const i = document.querySelector('#plates-search input[name=plate]'); i.value = 'wa5'; i.dispatchEvent(new Event('input'));")
+        .await;
+    wait_rows(json!(["WA56660"])).await;
+    // A time window that ends before the reads were saved finds none.
+    driver
+        .script("const i = document.querySelector('#plates-search input[name=until]'); i.value = '2020-01-01T00:00'; i.dispatchEvent(new Event('input'));")
+        .await;
+    wait_rows(json!([])).await;
+    drop(vigil);
+}

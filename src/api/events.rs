@@ -95,9 +95,23 @@ pub async fn one(State(state): State<Arc<ApiState>>, UrlPath(id): UrlPath<String
 /// `GET /api/events/{id}/snapshot`: the JPEG, never a file outside `snapshots_dir`.
 pub async fn snapshot(State(state): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let missing = || ApiError::not_found(format!("no snapshot for event {id}"));
-    let ev = state.store.get(id).await?.ok_or_else(missing)?;
-    let rel = ev.snapshot_path.ok_or_else(missing)?;
+    let ev = state.store.get(id).await?;
+    image(&state, ev.and_then(|ev| ev.snapshot_path), || format!("no snapshot for event {id}")).await
+}
+
+/// `GET /api/events/{id}/crop`: the JPEG of the event's object or plate alone (`crop_path`).
+pub async fn crop(State(state): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let ev = state.store.get(id).await?;
+    let rel = ev.and_then(|ev| ev.event_data["crop_path"].as_str().map(str::to_string));
+    image(&state, rel, || format!("no crop for event {id}")).await
+}
+
+/// The JPEG at `rel` under the snapshots directory. A path that is missing, climbs out of the
+/// directory or leads out through a link is the same 404 as no image at all.
+async fn image(state: &ApiState, rel: Option<String>, missing: impl Fn() -> String) -> Result<Response, ApiError> {
+    let missing = || ApiError::not_found(missing());
+    let rel = rel.ok_or_else(missing)?;
     let rel = Path::new(&rel);
     if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(missing());

@@ -1,10 +1,10 @@
-//! The HTTP API on `[server] listen`: events (list, one, snapshot, live SSE), cameras (state,
+//! The HTTP API on `[server] listen`: events (list, one, snapshot, crop, live SSE), cameras (state,
 //! add, replace, remove, reload), Prometheus metrics, health, and the web page at `/`.
 //!
 //! Who may do what is decided in one place, [`guard`]:
 //! - with a token, every `/api/*` route needs `Authorization: Bearer …`, and so does `/metrics`
 //!   unless `public_metrics`. Only the two GET routes a browser cannot send headers to (the SSE
-//!   stream and snapshot images) also take `?access_token=`;
+//!   stream, and snapshot and crop images) also take `?access_token=`;
 //! - write routes take only `application/json` bodies, so a web page's plain form or
 //!   `text/plain` fetch (no CORS preflight) cannot reach them;
 //! - without a token (loopback only), requests must name a loopback host, so a page on another
@@ -149,6 +149,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/events/stream", get(events::stream))
         .route("/api/events/{id}", get(events::one))
         .route("/api/events/{id}/snapshot", get(events::snapshot))
+        .route("/api/events/{id}/crop", get(events::crop))
         .route("/api/cameras", get(cameras::list).post(cameras::add))
         .route("/api/cameras/{id}", get(cameras::one).put(cameras::replace).delete(cameras::remove))
         .route("/api/reload", post(cameras::reload))
@@ -168,7 +169,7 @@ pub async fn serve(
 
 /// The routes a browser reaches without headers (EventSource, `<img>`): the only ones that take
 /// `?access_token=`, and only for GET.
-const QUERY_TOKEN_ROUTES: &[&str] = &["/api/events/stream", "/api/events/{id}/snapshot"];
+const QUERY_TOKEN_ROUTES: &[&str] = &["/api/events/stream", "/api/events/{id}/snapshot", "/api/events/{id}/crop"];
 
 /// Every request passes here: host, token, content type, then the time limit.
 async fn guard(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {

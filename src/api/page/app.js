@@ -1,4 +1,5 @@
-// vigil's page: cameras every 2 s, events live over SSE (replaying from the last id seen).
+// vigil's page: cameras every 2 s, plates read (searched by prefix and time, refreshed as new
+// reads arrive), events live over SSE (replaying from the last id seen).
 // The token arrives once as /?access_token=…; it is kept for this tab and taken out of the
 // address bar, so it stays out of the history and of links copied from the page.
 const params = new URLSearchParams(location.search);
@@ -77,7 +78,11 @@ async function reload() {
   source = new EventSource(withToken("/api/events/stream?" + live));
   source.onopen = () => { $("#live").textContent = "live"; $("#live").className = "pill ok"; };
   source.onerror = () => { $("#live").textContent = "reconnecting…"; $("#live").className = "pill"; };
-  source.onmessage = (m) => addEvent(JSON.parse(m.data));
+  source.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    addEvent(ev);
+    if (ev.event_type === "anpr") platesSoon();
+  };
 }
 
 async function cameras() {
@@ -99,7 +104,52 @@ async function cameras() {
   } catch (e) { /* the next poll retries */ }
 }
 
+// Plates: the latest 50 `anpr` events that match the search, newest first. A plate read that
+// improves keeps its event id (a new revision), so the table is reloaded rather than appended to.
+const plateSearch = $("#plates-search");
+let platesDue = null;
+
+async function plates() {
+  const q = new URLSearchParams({ type: "anpr", limit: "50" });
+  const f = new FormData(plateSearch);
+  const prefix = String(f.get("plate") || "").toUpperCase().replace(/[^A-Z0-9]/g, "");
+  if (prefix) q.set("plate", prefix + "*");
+  for (const k of ["since", "until"]) if (f.get(k)) q.set(k, new Date(f.get(k)).toISOString());
+  try {
+    const page = await (await api("/api/events?" + q)).json();
+    const rows = (page.events || []).map((ev) => {
+      const d = ev.event_data || {};
+      const tr = document.createElement("tr");
+      tr.dataset.id = ev.id;
+      const crop = document.createElement("td");
+      if (d.crop_path) {
+        const img = document.createElement("img");
+        img.alt = "plate " + d.plate;
+        img.src = withToken(`/api/events/${ev.id}/crop`);
+        crop.append(img);
+      }
+      const plate = text("td", "");
+      plate.append(text("span", d.plate, "plate"));
+      if (d.known) plate.append(text("span", d.known.name, "known"));
+      tr.append(crop, plate, text("td", (100 * (d.confidence || 0)).toFixed(0) + " %"), text("td", String(d.reads ?? "")),
+        text("td", ev.camera_id), text("td", new Date(ev.timestamp).toLocaleString()));
+      return tr;
+    });
+    $("#plates tbody").replaceChildren(...rows);
+  } catch (e) { /* the next change retries */ }
+}
+
+function platesSoon() {
+  clearTimeout(platesDue);
+  platesDue = setTimeout(plates, 300);
+}
+
+plateSearch.addEventListener("input", platesSoon);
+plateSearch.addEventListener("submit", (e) => { e.preventDefault(); plates(); });
 filters.addEventListener("change", reload);
 cameras();
 setInterval(cameras, 2000);
 reload();
+plates();
+// Reads that arrive while the events list is filtered to another type still show up.
+setInterval(plates, 10000);
