@@ -1,22 +1,26 @@
-//! `vigil demo`: a sample video served over RTSP on 127.0.0.1, one camera on it, events in SQLite
-//! and Redis. Starts a local `redis-server` if none answers.
+//! `vigil demo`: two sample cameras served over RTSP on 127.0.0.1, a traffic camera (objects
+//! tracked) and a gate camera (plates read), events in SQLite and Redis, the page on
+//! http://127.0.0.1:8080/. Starts a local `redis-server` if none answers.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tracing::info;
+use tracing::{info, warn};
 use vigil::config::Config;
-use vigil::sample::SampleServer;
+use vigil::sample::{SampleServer, plate_video};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// H.264 MP4 to serve (default: media/car-detection.mp4, put there by scripts/setup).
+    /// H.264 MP4 for the traffic camera (default: media/road.mp4, put there by scripts/setup).
     #[arg(long)]
     video: Option<PathBuf>,
-    /// RTSP port of the sample server.
+    /// RTSP port of the traffic camera's server; the gate camera's is the next one.
     #[arg(long, default_value_t = 8554)]
     rtsp_port: u16,
+    /// Leave out the gate camera (plate reading is the slowest stage on a small CPU).
+    #[arg(long)]
+    no_gate: bool,
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis: String,
@@ -31,19 +35,34 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let video = match args.video {
         Some(v) => v,
-        None => default_video().context("no sample video; run scripts/setup or pass --video")?,
+        None => media_file("road.mp4").context("no sample video; run scripts/setup or pass --video")?,
     };
-    let server = SampleServer::start(&video, "demo", args.rtsp_port)?;
-    let toml = format!(
+    let traffic = SampleServer::start(&video, "traffic", args.rtsp_port)?;
+    let mut toml = format!(
         "[database]\nurl = {db:?}\n[redis]\nurl = {redis:?}\nextra_channels = [\"events:{{camera_id}}\", \"events:{{camera_id}}:{{event_type}}\"]\n\
-         [storage]\nsnapshots_dir = {snap:?}\n[[cameras]]\nid = \"demo\"\nurl = {url:?}\n",
+         [storage]\nsnapshots_dir = {snap:?}\n[[cameras]]\nid = \"traffic\"\nurl = {url:?}\n",
         db = args.database,
         redis = args.redis,
         snap = args.snapshots.display().to_string(),
-        url = server.url(),
+        url = traffic.url(),
     );
+    let gate = match (args.no_gate, gate_video()) {
+        (true, _) => None,
+        (false, Ok(clip)) => Some(SampleServer::start(&clip, "gate", args.rtsp_port + 1)?),
+        (false, Err(e)) => {
+            warn!("no gate camera: {e:#}");
+            None
+        }
+    };
+    if let Some(gate) = &gate {
+        // Plates anywhere in the frame: the clip's cars are close-ups, as at a barrier.
+        toml.push_str(&format!(
+            "[[cameras]]\nid = \"gate\"\nurl = {:?}\n[cameras.anpr]\nenabled = true\nmode = \"dedicated\"\n",
+            gate.url()
+        ));
+    }
     let config = Config::parse(&toml, "demo")?;
-    info!(video = %video.display(), rtsp = %server.url(), "demo camera serving; watch with: redis-cli SUBSCRIBE events");
+    info!(video = %video.display(), traffic = %traffic.url(), gate = ?gate.as_ref().map(SampleServer::url), "demo cameras serving; open http://127.0.0.1:8080/ or run: redis-cli SUBSCRIBE events");
     let redis_url = args.redis.clone();
     let mut redis_child = None;
     let result = super::run_until_signal(config, Default::default(), async || {
@@ -53,14 +72,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(mut child) = redis_child {
         let _ = child.start_kill();
     }
-    drop(server);
+    drop((traffic, gate));
     result
 }
 
-/// The demo sample, where scripts/setup puts it.
+/// `media/NAME`, where scripts/setup puts the samples (from the working directory, or beside the
+/// sources).
+fn media_file(name: &str) -> Option<PathBuf> {
+    let rel = Path::new("media").join(name);
+    [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)].into_iter().find(|p| p.exists())
+}
+
+/// The sample the benches and `vigil serve` use.
 pub fn default_video() -> Option<PathBuf> {
-    let name = Path::new("media").join("car-detection.mp4");
-    [name.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&name)].into_iter().find(|p| p.is_file())
+    media_file("car-detection.mp4")
+}
+
+/// The gate camera's clip, `media/gate.mp4`: made once from the plate photos in `media/plates`.
+fn gate_video() -> anyhow::Result<PathBuf> {
+    let plates = media_file("plates").context("no media/plates; run scripts/setup")?;
+    let clip = plates.with_file_name("gate.mp4");
+    if clip.is_file() {
+        return Ok(clip);
+    }
+    let mut images: Vec<PathBuf> = std::fs::read_dir(&plates)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    images.sort();
+    if images.is_empty() {
+        bail!("no plate photos in {}; run scripts/setup", plates.display());
+    }
+    info!(photos = images.len(), clip = %clip.display(), "making the gate camera's clip");
+    let part = clip.with_extension("mp4.part");
+    plate_video(&images, &part)?;
+    std::fs::rename(&part, &clip)?;
+    Ok(clip)
 }
 
 async fn ping(url: &str) -> bool {
