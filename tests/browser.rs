@@ -87,6 +87,21 @@ impl Drop for Driver {
     }
 }
 
+/// vigil with `config` (its API on `api_port`, with [`TOKEN`]), and Chromium on its page, given
+/// the token once in the address. Returns them and the page's address.
+async fn open_page(dir: &std::path::Path, config: &str, api_port: u16) -> (Vigil, Driver, String) {
+    let vigil = Vigil::start(dir, config);
+    let page = format!("http://127.0.0.1:{api_port}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{page}readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "API not up:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let driver = Driver::start(&dir.join("chromium")).await;
+    driver.call(reqwest::Method::POST, "url", json!({"url": format!("{page}?access_token={TOKEN}")})).await;
+    (vigil, driver, page)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_events_live() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,16 +116,7 @@ async fn the_page_shows_events_live() {
         redis.url(),
         dir.path().join("snaps").display(),
     );
-    let vigil = Vigil::start(dir.path(), &config);
-    let page = format!("http://127.0.0.1:{api_port}/");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{page}readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "API not up:\n{}", vigil.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let driver = Driver::start(&dir.path().join("chromium")).await;
-    driver.call(reqwest::Method::POST, "url", json!({"url": format!("{page}?access_token={TOKEN}")})).await;
+    let (vigil, driver, page) = open_page(dir.path(), &config, api_port).await;
     assert_eq!(driver.script("return location.href").await, json!(page), "the token left the address bar");
     let rows = "return document.querySelectorAll('li.event').length";
     assert_eq!(driver.script(rows).await, json!(0), "no events yet: the camera is not serving");
@@ -193,15 +199,7 @@ async fn the_plates_section_finds_reads_by_prefix() {
         redis.url(),
         snaps.display(),
     );
-    let vigil = Vigil::start(dir.path(), &config);
-    let page = format!("http://127.0.0.1:{api_port}/");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{page}readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "API not up:\n{}", vigil.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let driver = Driver::start(&dir.path().join("chromium")).await;
-    driver.call(reqwest::Method::POST, "url", json!({"url": format!("{page}?access_token={TOKEN}")})).await;
+    let (vigil, driver, _page) = open_page(dir.path(), &config, api_port).await;
     let plates =
         "return [...document.querySelectorAll('#plates tbody tr')].map(r => r.querySelector('.plate').textContent)";
     let wait_rows = async |want: Value| {
