@@ -149,6 +149,46 @@ async fn the_page_shows_events_live() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // A camera added from the page's form (with the token, as JSON) starts; its remove button
+    // stops it; the file's camera cannot be removed, and the page says why.
+    let add = format!(
+        "const f = document.querySelector('#add-camera'); f.camera_id.value = 'door'; f.stream_url.value = '{}'; \
+         f.querySelector('button').click();",
+        server.url()
+    );
+    driver.script(&add).await;
+    let state_of = "return [...document.querySelectorAll('#cameras tbody tr')].map(r => r.cells[0].textContent + ':' + r.cells[1].textContent).join(' ')";
+    let wait_cameras = async |done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = driver.script(state_of).await;
+            if done(now.as_str().unwrap_or_default()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cameras: {now}\n{}", vigil.log_text());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    wait_cameras(&|c| c.contains("door:streaming")).await;
+    let remove = |id: &str| {
+        format!(
+            "[...document.querySelectorAll('#cameras tbody tr')].find(r => r.cells[0].textContent == '{id}').querySelector('button').click()"
+        )
+    };
+    driver.script(&remove("door")).await;
+    wait_cameras(&|c| !c.contains("door")).await;
+    driver.script(&remove("lobby")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let error = driver.script("return document.querySelector('#camera-error').textContent").await;
+        if error.as_str().is_some_and(|e| e.contains("lobby") && e.contains("edit the file")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal shown: {error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(driver.script(state_of).await.as_str().unwrap().contains("lobby:streaming"));
+
     let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
     let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
     assert!(png.starts_with(b"\x89PNG"));

@@ -11,7 +11,8 @@ if (params.has("access_token")) {
 const token = sessionStorage.getItem("vigil-token");
 // fetch sends the token as a header; only EventSource and <img>, which cannot, put it in the URL.
 const withToken = (url) => (token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url);
-const api = (url) => fetch(url, token ? { headers: { Authorization: "Bearer " + token } } : {});
+const api = (url, init = {}) =>
+  fetch(url, { ...init, headers: { ...(init.headers || {}), ...(token ? { Authorization: "Bearer " + token } : {}) } });
 const $ = (sel) => document.querySelector(sel);
 const filters = $("#filters");
 let source = null;
@@ -94,6 +95,11 @@ async function cameras() {
       [c.id, c.state, c.decode_fps.toFixed(1), c.analysed_fps.toFixed(1), c.detect_fps.toFixed(1), c.frames_dropped, c.queue_depth,
         `${ms(c.inference_ms.p50)} / ${ms(c.inference_ms.p95)} ms`, c.last_error || ""].forEach((v, i) =>
         tr.append(text("td", String(v), i === 1 ? "state-" + c.state : "")));
+      const remove = text("button", "remove");
+      remove.onclick = () => change("DELETE", `/api/cameras/${encodeURIComponent(c.id)}`);
+      const cell = document.createElement("td");
+      cell.append(remove);
+      tr.append(cell);
       return tr;
     });
     $("#cameras tbody").replaceChildren(...rows);
@@ -146,6 +152,22 @@ function platesSoon() {
 
 plateSearch.addEventListener("input", platesSoon);
 plateSearch.addEventListener("submit", (e) => { e.preventDefault(); plates(); });
+// Adding and removing cameras: the API's answer, an error included (a camera from the config
+// file cannot be removed here), shows beside the form.
+async function change(method, url, body) {
+  const init = { method };
+  if (body) Object.assign(init, { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const res = await api(url, init);
+  $("#camera-error").textContent = res.ok ? "" : (await res.json()).error || res.statusText;
+  cameras();
+  return res.ok;
+}
+
+$("#add-camera").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  if (await change("POST", "/api/cameras", { camera_id: f.get("camera_id"), stream_url: f.get("stream_url") })) e.target.reset();
+});
 filters.addEventListener("change", reload);
 cameras();
 setInterval(cameras, 2000);
