@@ -197,7 +197,12 @@ async fn an_event_the_database_refuses_is_set_aside_and_the_rest_are_written() {
     let camera = format!("refused-{}", std::process::id());
     let started = std::time::Instant::now();
     tx.send(event(&camera, 0)).await.unwrap();
-    tx.send(NewEvent { camera_id: format!("{camera}\0"), ..event(&camera, 0) }).await.unwrap();
+    // Two refused events of one frame (the same camera and time) are both kept.
+    let refused = || NewEvent { camera_id: format!("{camera}\0"), ..event(&camera, 0) };
+    let first = refused();
+    let at = first.timestamp;
+    tx.send(first).await.unwrap();
+    tx.send(NewEvent { timestamp: at, ..refused() }).await.unwrap();
     tx.send(event(&camera, 0)).await.unwrap();
     drop(tx);
     // A refusal treated as an outage would retry the event forever, and the recorder never end.
@@ -206,10 +211,10 @@ async fn an_event_the_database_refuses_is_set_aside_and_the_rest_are_written() {
 
     let q = vigil::events::EventQuery { camera: Some(camera.clone()), ..Default::default() };
     assert_eq!(store.list(&q).await.unwrap().len(), 2, "the events either side were written");
-    assert_eq!(metrics.events_rejected("motion"), 1);
+    assert_eq!(metrics.events_rejected("motion"), 2);
     let aside: Vec<_> =
         std::fs::read_dir(dir.path().join("journal/rejected")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(aside.len(), 2, "{aside:?}");
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&aside[0]).unwrap()).unwrap();
     assert_eq!(record["event"]["camera_id"], format!("{camera}\0"));
     assert_eq!(record["event"]["data"]["phase"], "start");

@@ -46,10 +46,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         snap = args.snapshots.display().to_string(),
         url = traffic.url(),
     );
-    let gate = match (args.no_gate, gate_video()) {
-        (true, _) => None,
-        (false, Ok(clip)) => Some(SampleServer::start(&clip, "gate", args.rtsp_port + 1)?),
-        (false, Err(e)) => {
+    let gate = match (!args.no_gate).then(gate_video) {
+        None => None,
+        Some(Ok(clip)) => Some(SampleServer::start(&clip, "gate", args.rtsp_port + 1)?),
+        Some(Err(e)) => {
             warn!("no gate camera: {e:#}");
             None
         }

@@ -285,7 +285,11 @@ pub fn set_aside(dir: &Path, held: &Held, reason: &str) -> io::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let camera: String =
         held.ev.camera_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let stem = format!("{}-{camera}-{}", held.ev.timestamp.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
+    // Events of one frame share a timestamp (two tracks that end together): the process and a
+    // count make each name its own.
+    static SET_ASIDE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SET_ASIDE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stem = format!("{}-{camera}-{}-{n}", held.ev.timestamp.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id());
     let record = serde_json::json!({ "reason": reason, "event": held.header() });
     let path = dir.join(format!("{stem}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&record)?)?;
