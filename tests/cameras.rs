@@ -156,6 +156,23 @@ async fn cameras_added_through_the_api_run_persist_and_stop_cleanly() {
     let (status, err) = post(json!({"camera_id": "one", "stream_url": two.url()})).await;
     assert_eq!((status, err["error"].as_str().unwrap()), (409, "camera `one` already exists"));
 
+    // Adds of one id racing each other: the database's insert decides, so exactly one wins.
+    // Reads answer while they run: no lock is held across the database or a camera's start.
+    let race = |_| post(json!({"camera_id": "three", "stream_url": two.url(), "detection": {"enabled": false}}));
+    let reading = async {
+        let begun = Instant::now();
+        let (status, _) = client.camera("one").await;
+        (status, begun.elapsed())
+    };
+    let (statuses, (read, took)) = tokio::join!(futures::future::join_all((0..4).map(race)), reading);
+    let mut codes: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409, 409], "{statuses:?}");
+    assert_eq!(read, 200);
+    assert!(took < Duration::from_secs(1), "a read waited {took:?} behind camera changes");
+    let (status, _) = client.send(reqwest::Method::DELETE, "/api/cameras/three", None).await;
+    assert_eq!(status, 204);
+
     let watch = Watch::start(api, "one");
     let body = json!({"camera_id": "two", "stream_url": two.url(), "detection": {"labels": ["car"]}});
     let (status, created) = post(body).await;

@@ -124,18 +124,22 @@ async fn static_shards_run_each_camera_once() {
         assert!(ids.iter().all(|id| shard.owns(id)), "shard {i} runs {ids:?}");
     }
 
-    // A camera that belongs to shard 1, added through shard 0, changed through shard 2 and
-    // removed through shard 0: each change reaches shard 1 (announced in Redis), and the
-    // camera never runs anywhere else.
+    // A camera that belongs to shard 1, added through all three at once (as clients retrying
+    // through a load balancer might), changed through shard 2 and removed through shard 0: each
+    // change reaches shard 1 (announced in Redis), and the camera never runs anywhere else.
     let owner: Shard = "1/3".parse().unwrap();
     let id = (0..).map(|i| format!("api-{}-{i}", std::process::id())).find(|id| owner.owns(id)).unwrap();
     let server = SampleServer::start(&media("car-detection.mp4"), "api", 0).unwrap();
     let http = reqwest::Client::new();
     let url = |node: &Node, path: &str| format!("http://127.0.0.1:{}/api/cameras{path}", node.api);
     let body = serde_json::json!({"camera_id": id, "stream_url": server.url(), "detection": {"enabled": false}});
+    // Posted to all three at once: the shared database's insert decides, so exactly one wins.
     let sent = Instant::now();
-    let res = http.post(url(&nodes[0], "")).json(&body).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    let posts = nodes.iter().map(|node| http.post(url(node, "")).json(&body).send());
+    let mut codes: Vec<u16> =
+        futures::future::join_all(posts).await.into_iter().map(|res| res.unwrap().status().as_u16()).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 409, 409], "one add of the same camera through each process");
     let mut with_new = all.clone();
     with_new.insert(id.clone());
     let split = wait_split(&refs, &with_new, Duration::from_secs(20), |s| s[1].contains(&id)).await;

@@ -222,8 +222,11 @@ async fn an_event_the_database_refuses_is_set_aside_and_the_rest_are_written() {
 }
 
 async fn saved_cameras_round_trip(store: &Store, id: &str) {
-    store.save_camera(id, r#"{"id": "first"}"#).await.unwrap();
-    store.save_camera(id, r#"{"id": "second"}"#).await.unwrap();
+    let _ = store.forget_camera(id).await;
+    assert!(!store.update_camera(id, r#"{"id": "none"}"#).await.unwrap(), "an update of a camera never added");
+    assert!(store.add_camera(id, r#"{"id": "first"}"#).await.unwrap());
+    assert!(!store.add_camera(id, r#"{"id": "clash"}"#).await.unwrap(), "a second add of the same id");
+    assert!(store.update_camera(id, r#"{"id": "second"}"#).await.unwrap());
     let mine = |all: Vec<(String, String)>| all.into_iter().filter(|(i, _)| i == id).collect::<Vec<_>>();
     assert_eq!(mine(store.saved_cameras().await.unwrap()), [(id.to_string(), r#"{"id": "second"}"#.to_string())]);
     store.forget_camera(id).await.unwrap();

@@ -79,7 +79,7 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
 /// The camera's state here, or `elsewhere` when another process of a cluster runs it (or will,
 /// once it takes the lease).
 async fn describe(state: &ApiState, id: &str) -> Result<Value, ApiError> {
-    let Some((origin, here)) = state.fleet.origin(id).await else {
+    let Some((origin, here)) = state.fleet.origin(id) else {
         return Err(ApiError::not_found(format!("no camera `{id}`")));
     };
     let mut camera = match state.cameras.report(id).filter(|_| here) {

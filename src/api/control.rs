@@ -22,7 +22,7 @@ pub trait CameraControl: Send + Sync {
     fn reload(&self) -> BoxFuture<'_, Result<Diff, Refused>>;
     /// Where camera `id`'s settings come from and whether it runs in this process; `None` if
     /// no such camera is wanted.
-    fn origin<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<(Origin, bool)>>;
+    fn origin(&self, id: &str) -> Option<(Origin, bool)>;
 }
 
 /// A change that did not happen: what kind of failure, and why, with no secret in it.

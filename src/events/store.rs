@@ -508,18 +508,27 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("config")?))).collect()
     }
 
-    /// Save (or replace) an API camera's JSON.
-    pub async fn save_camera(&self, id: &str, config: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cameras (id, config, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
-        )
-        .bind(id)
-        .bind(config)
-        .bind(format_ts(&Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Save a new API camera's JSON; false (and nothing written) when the id is already saved.
+    pub async fn add_camera(&self, id: &str, config: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("INSERT INTO cameras (id, config, updated_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+                .bind(id)
+                .bind(config)
+                .bind(format_ts(&Utc::now()))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replace a saved API camera's JSON; false when no camera `id` is saved.
+    pub async fn update_camera(&self, id: &str, config: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE cameras SET config = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(config)
+            .bind(format_ts(&Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Forget an API camera.

@@ -146,7 +146,7 @@ pub async fn run(
     if let Some(changes) = follow {
         tokio::spawn(follow_saved_cameras(fleet.clone(), changes, shutdown.clone()));
     }
-    tokio::spawn(fleet.clone().keep_leases(shutdown.clone()));
+    fleet.keep_leases();
     tokio::spawn(sample_rates(registry.clone(), shutdown.clone()));
     let api_state = Arc::new(ApiState {
         store: api_store.clone(),

@@ -1,5 +1,5 @@
 //! Renews this process's camera leases on a task and a Redis connection of their own, every
-//! third of a lease. Changes to the fleet hold its lock for seconds at times (models loading,
+//! third of a lease. The fleet's runner holds its lock for seconds at times (models loading,
 //! cameras draining); renewals that waited for that lock could let a lease lapse, and another
 //! process would take a camera that is running fine here.
 
