@@ -1,15 +1,17 @@
 //! Live per-camera status for the API: state, last error, rates, drops, inference latency.
 //!
 //! The supervisor sets states and errors; a sampler turns the frame counters into rates once a
-//! second; the object stage records its detector latencies. Readers get a [`CameraReport`].
+//! second; the object stage records its detector latencies. Readers get a [`CameraReport`], and
+//! the page's camera tiles the latest analysed frame ([`Preview`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 
 /// Latency samples kept per camera for p50/p95.
@@ -78,8 +80,46 @@ struct Inner {
 /// One camera's status.
 pub struct CameraStatus {
     pub id: String,
+    /// The latest analysed frame, while someone looks at it.
+    pub preview: Preview,
     metrics: CameraMetrics,
     inner: Mutex<Inner>,
+}
+
+/// A preview is kept this long after the last time someone asked for it.
+const PREVIEW_WATCHED: Duration = Duration::from_secs(10);
+/// At most one frame per this interval is kept: a page polls every couple of seconds.
+const PREVIEW_EVERY: Duration = Duration::from_millis(500);
+
+/// The camera's latest analysed frame, for the page's tile. Kept only while a viewer has asked
+/// in the last [`PREVIEW_WATCHED`], so an unwatched camera pins no decoded buffer and pays one
+/// uncontended lock per frame; it is encoded by whoever asks, never by the analysis thread.
+#[derive(Default)]
+pub struct Preview(Mutex<PreviewInner>);
+
+#[derive(Default)]
+struct PreviewInner {
+    asked: Option<Instant>,
+    kept: Option<(Instant, DateTime<Utc>, Frame)>,
+}
+
+impl Preview {
+    /// Offer the frame just analysed; kept when watched and the kept one is due for a change.
+    pub fn offer(&self, frame: &Frame) {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.asked.is_none_or(|asked| asked.elapsed() >= PREVIEW_WATCHED) {
+            inner.kept = None;
+        } else if inner.kept.as_ref().is_none_or(|(at, ..)| at.elapsed() >= PREVIEW_EVERY) {
+            inner.kept = Some((Instant::now(), Utc::now(), frame.clone()));
+        }
+    }
+
+    /// The latest frame kept and when it was analysed; asking starts (or keeps) the watch.
+    pub fn latest(&self) -> Option<(DateTime<Utc>, Frame)> {
+        let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        inner.asked = Some(Instant::now());
+        inner.kept.as_ref().map(|(_, when, frame)| (*when, frame.clone()))
+    }
 }
 
 impl CameraStatus {
@@ -168,6 +208,7 @@ impl Registry {
     pub fn add(&self, id: &str, metrics: CameraMetrics) -> Arc<CameraStatus> {
         let status = Arc::new(CameraStatus {
             id: id.to_string(),
+            preview: Preview::default(),
             metrics,
             inner: Mutex::new(Inner {
                 state: CameraState::Connecting,
@@ -191,6 +232,11 @@ impl Registry {
     /// One camera's report.
     pub fn report(&self, id: &str) -> Option<CameraReport> {
         self.cameras.read().unwrap_or_else(|p| p.into_inner()).get(id).map(|c| c.report())
+    }
+
+    /// One camera's status, to read its preview.
+    pub fn get(&self, id: &str) -> Option<Arc<CameraStatus>> {
+        self.cameras.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     pub fn reports(&self) -> Vec<CameraReport> {

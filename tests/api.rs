@@ -258,6 +258,7 @@ async fn a_token_guards_every_api_route() {
         &format!("/api/events/{id}/snapshot"),
         &format!("/api/events/{id}/crop"),
         "/api/cameras",
+        "/api/cameras/gate-1/frame",
         "/api/events/stream",
     ] {
         let res = client.get(format!("{}{route}", api.base)).send().await.unwrap();
@@ -267,7 +268,7 @@ async fn a_token_guards_every_api_route() {
     }
     let ok = client.get(format!("{}/api/events", api.base)).bearer_auth("s3cret-token").send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
-    // In the query only where a browser cannot send a header: the live stream and snapshots.
+    // In the query only where a browser cannot send a header: the live stream and images.
     let res = client.get(format!("{}/api/cameras?access_token=s3cret-token", api.base)).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 401);
     let ok = client.get(format!("{}/api/events/stream?access_token=s3cret-token", api.base)).send().await.unwrap();
@@ -276,6 +277,8 @@ async fn a_token_guards_every_api_route() {
     assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: the event has no snapshot");
     let ok = client.get(format!("{}/api/events/{id}/crop?access_token=s3cret-token", api.base)).send().await;
     assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: the event has no crop");
+    let ok = client.get(format!("{}/api/cameras/gate-1/frame?access_token=s3cret-token", api.base)).send().await;
+    assert_eq!(ok.unwrap().status().as_u16(), 404, "past the token: no such camera runs here");
     assert_eq!(client.get(format!("{}/healthz", api.base)).send().await.unwrap().status().as_u16(), 200);
 }
 

@@ -149,6 +149,27 @@ async fn the_page_shows_events_live() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // The camera's tile shows its latest frame, scaled down, and keeps it fresh.
+    let tile = "const i = document.querySelector('#tiles .tile[data-id=lobby] img'); \
+                return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight, i.src] : null";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let got = driver.script(tile).await;
+        if !got.is_null() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the tile shows no frame:\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("tile: {first}");
+    let (w, h) = (first[0].as_u64().unwrap(), first[1].as_u64().unwrap());
+    assert!(w <= 640 && h > 0 && h < w, "a landscape preview at most 640 wide: {w}×{h}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver.script(tile).await[2] == first[2] {
+        assert!(Instant::now() < deadline, "the tile was not refreshed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // A camera added from the page's form (with the token, as JSON) starts; its remove button
     // stops it; the file's camera cannot be removed, and the page says why.
     let add = format!(
@@ -214,12 +235,14 @@ async fn seed_plates(db: &std::path::Path, snaps: &std::path::Path) {
         let [x, y, w, h]: [u32; 4] = std::array::from_fn(|i| f[i + 1].parse().unwrap());
         let img = image::open(dir.join(f[0])).unwrap();
         let crop = img.crop_imm(x, y, w, h);
-        let mut data = json!({"plate": f[5], "confidence": 0.9 - n as f64 * 0.1, "reads": 3 + n, "track_id": n});
+        let plate_box = [x, y, x + w, y + h];
+        let mut data = json!({"plate": f[5], "confidence": 0.9 - n as f64 * 0.1, "reads": 3 + n, "track_id": n,
+            "plate_box": plate_box, "vehicle_box": [0, 0, img.width(), img.height()]});
         if let Some(name) = known {
             data["known"] = json!({"name": name, "plate": f[5]});
         }
         let ev = vigil::events::NewEvent::new(vigil::events::EventType::Anpr, "gate", chrono::Utc::now(), data)
-            .with_crop([x, y, x + w, y + h]);
+            .with_crop(plate_box);
         let (saved, err) = store.save(&ev, Some((&jpeg(&img), Some(&jpeg(&crop)))), snaps).await.unwrap();
         assert!(err.is_none() && saved.event_data["crop_path"].is_string(), "{saved:?}");
     }
@@ -269,6 +292,47 @@ async fn the_plates_section_finds_reads_by_prefix() {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plates.png");
     std::fs::write(&out, png).unwrap();
     println!("screenshot: {}", out.display());
+
+    // A plate row opens the event: its snapshot with the plate's box drawn where the read was.
+    driver.script("document.querySelector('#plates tbody tr').click()").await;
+    let drawn = "const v = document.querySelector('#event-view'); const i = v.querySelector('img'); \
+                 return v.open && i.complete && i.naturalWidth > 0 ? [location.hash, v.querySelector('svg').getAttribute('viewBox'), \
+                 [...v.querySelectorAll('rect.plate')].map(r => ['x', 'y', 'width', 'height'].map(a => +r.getAttribute(a))), \
+                 v.querySelector('text').textContent] : null";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let got = driver.script(drawn).await;
+        if !got.is_null() {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the event view did not open");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let newest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/plates/openalpr-eu/eu11.txt"),
+    )
+    .unwrap();
+    let f: Vec<&str> = newest.split_whitespace().collect();
+    let (width, height) = image::image_dimensions(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/plates/openalpr-eu").join(f[0]),
+    )
+    .unwrap();
+    let plate_box: Vec<u64> = f[1..5].iter().map(|v| v.parse().unwrap()).collect();
+    assert!(view[0].as_str().unwrap().starts_with("#event/"), "{view}");
+    assert_eq!(view[1], json!(format!("0 0 {width} {height}")), "boxes in the snapshot's own pixels");
+    assert_eq!(view[2], json!([plate_box]), "the plate's box, where it was read");
+    assert_eq!(view[3], json!(f[5]));
+    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
+    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("event.png");
+    std::fs::write(&out, png).unwrap();
+    println!("screenshot: {}", out.display());
+    driver.script("document.querySelector('#event-view .close').click()").await;
+    assert_eq!(
+        driver.script("return [document.querySelector('#event-view').open, location.hash]").await,
+        json!([false, ""])
+    );
+
     driver
         .script("const i = document.querySelector('#plates-search input[name=plate]'); i.value = 'wa5'; i.dispatchEvent(new Event('input'));")
         .await;

@@ -72,7 +72,7 @@ async fn frames_reach_analysis_without_a_frame_sized_allocation() {
             let progress = vigil::analysis::Progress::default();
             let generation = progress.next_generation();
             let events = vigil::events::EventSink::new(&events, cam.backpressure.events, m.clone(), all);
-            vigil::analysis::run(&cam, &rx, &mut None, &events, &m, &progress, generation)
+            vigil::analysis::run(&cam, &rx, &mut None, &events, &m, &Default::default(), &progress, generation)
         })
     };
     let streamer = Streamer::build(&cam, sink.clone()).unwrap();

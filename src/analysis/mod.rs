@@ -22,6 +22,7 @@ use crate::events::{EventSink, EventType, NewEvent};
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::motion::{MotionDetector, MotionEpisode, Phase};
+use crate::status::Preview;
 use crate::throttle::Throttle;
 use objects::ObjectStage;
 
@@ -88,13 +89,16 @@ impl Progress {
 
 /// Analyse frames until the channel is closed and drained, or until `progress` moves on to a
 /// later generation than `generation`. Events go to `events` while the camera's task holds the
-/// channel open: a run given up as hung must not keep the recorder waiting at shutdown.
+/// channel open: a run given up as hung must not keep the recorder waiting at shutdown. Each
+/// analysed frame is offered to `preview`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cam: &CameraConfig,
     rx: &Receiver<Frame>,
     objects: &mut Option<ObjectStage>,
     events: &EventSink,
     metrics: &CameraMetrics,
+    preview: &Preview,
     progress: &Progress,
     generation: u64,
 ) {
@@ -156,6 +160,7 @@ pub fn run(
                     stage.process(&frame, &motion, t).into_iter().for_each(&mut emit);
                 }
                 metrics.analysed.inc();
+                preview.offer(&frame);
                 previous = Some(frame);
             }
             Recv::Timeout => {

@@ -1,6 +1,7 @@
 //! `/api/cameras` and `/api/reload`: the cameras' state, and changing them while running.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::control::Refused;
 use super::{ApiError, ApiState};
+use crate::events::snapshot::encode_preview;
 
 impl From<Refused> for ApiError {
     fn from(e: Refused) -> Self {
@@ -25,6 +27,40 @@ pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
 /// One camera's state and where its settings come from (`file` or `api`).
 pub async fn one(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     Ok(axum::Json(describe(&state, &id).await?).into_response())
+}
+
+/// Width of the page's camera previews: a tile, not evidence (snapshots are full size).
+const PREVIEW_WIDTH: u32 = 640;
+/// How long a first request waits for the camera's next frame once it has asked for one.
+const PREVIEW_WAIT: Duration = Duration::from_millis(1500);
+
+/// `GET /api/cameras/{id}/frame`: the camera's latest analysed frame as a small JPEG, with the
+/// time it was analysed in `Last-Modified`. Asking keeps previews coming for a few seconds; the
+/// first request waits for the next frame, and a camera with none (not streaming, or run by
+/// another process) is a 404.
+pub async fn frame(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let status =
+        state.cameras.get(&id).ok_or_else(|| ApiError::not_found(format!("camera `{id}` does not run here")))?;
+    let deadline = tokio::time::Instant::now() + PREVIEW_WAIT;
+    let (when, frame) = loop {
+        if let Some(latest) = status.preview.latest() {
+            break latest;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::not_found(format!("no frame from camera `{id}` yet")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let jpeg = tokio::task::spawn_blocking(move || encode_preview(&frame, PREVIEW_WIDTH, 75))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("encoding the preview failed: {e}")))?
+        .map_err(|e| ApiError::unavailable(format!("encoding the preview failed: {e}")))?;
+    let headers = [
+        (header::CONTENT_TYPE, "image/jpeg".to_string()),
+        (header::CACHE_CONTROL, "no-store".to_string()),
+        (header::LAST_MODIFIED, when.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+    ];
+    Ok((headers, jpeg).into_response())
 }
 
 /// `POST /api/cameras`: add and start a camera; 201 with its state URL.

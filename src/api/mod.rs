@@ -1,10 +1,10 @@
 //! The HTTP API on `[server] listen`: events (list, one, snapshot, crop, live SSE), cameras (state,
-//! add, replace, remove, reload), Prometheus metrics, health, and the web page at `/`.
+//! latest frame, add, replace, remove, reload), Prometheus metrics, health, and the web page at `/`.
 //!
 //! Who may do what is decided in one place, [`guard`]:
 //! - with a token, every `/api/*` route needs `Authorization: Bearer …`, and so does `/metrics`
-//!   unless `public_metrics`. Only the two GET routes a browser cannot send headers to (the SSE
-//!   stream, and snapshot and crop images) also take `?access_token=`;
+//!   unless `public_metrics`. Only the GET routes a browser cannot send headers to (the SSE
+//!   stream, and the snapshot, crop and camera frame images) also take `?access_token=`;
 //! - write routes take only `application/json` bodies, so a web page's plain form or
 //!   `text/plain` fetch (no CORS preflight) cannot reach them;
 //! - without a token (loopback only), requests must name a loopback host, so a page on another
@@ -152,6 +152,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/events/{id}/crop", get(events::crop))
         .route("/api/cameras", get(cameras::list).post(cameras::add))
         .route("/api/cameras/{id}", get(cameras::one).put(cameras::replace).delete(cameras::remove))
+        .route("/api/cameras/{id}/frame", get(cameras::frame))
         .route("/api/reload", post(cameras::reload))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -169,7 +170,8 @@ pub async fn serve(
 
 /// The routes a browser reaches without headers (EventSource, `<img>`): the only ones that take
 /// `?access_token=`, and only for GET.
-const QUERY_TOKEN_ROUTES: &[&str] = &["/api/events/stream", "/api/events/{id}/snapshot", "/api/events/{id}/crop"];
+const QUERY_TOKEN_ROUTES: &[&str] =
+    &["/api/events/stream", "/api/events/{id}/snapshot", "/api/events/{id}/crop", "/api/cameras/{id}/frame"];
 
 /// Every request passes here: host, token, content type, then the time limit.
 async fn guard(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {

@@ -29,7 +29,19 @@ pub enum SnapshotError {
 
 /// Encode the frame, or a `[x1, y1, x2, y2]` region of it, as a JPEG of the given quality (1–100).
 pub fn encode_jpeg(frame: &Frame, region: Option<[u32; 4]>, quality: u8) -> Result<Vec<u8>, SnapshotError> {
-    let rgb = frame_rgb(frame, region)?;
+    jpeg(&frame_rgb(frame, region)?, quality)
+}
+
+/// Encode the whole frame as a JPEG at most `max_width` wide, scaled by GStreamer's converter
+/// in the same pass as the colour conversion (a preview, not evidence).
+pub fn encode_preview(frame: &Frame, max_width: u32, quality: u8) -> Result<Vec<u8>, SnapshotError> {
+    let (w, h) = (frame.width().max(1), frame.height().max(1));
+    let out_w = w.min(max_width.max(2)) & !1;
+    let out_h = ((u64::from(h) * u64::from(out_w) / u64::from(w)) as u32).max(2) & !1;
+    jpeg(&convert(frame, [0, 0, w, h], out_w, out_h)?, quality)
+}
+
+fn jpeg(rgb: &RgbImage, quality: u8) -> Result<Vec<u8>, SnapshotError> {
     let mut jpeg = Vec::with_capacity(rgb.len() / 8);
     let side = |v: u32| u16::try_from(v).map_err(|_| SnapshotError::TooLarge(rgb.width(), rgb.height()));
     Encoder::new(&mut jpeg, quality).encode(rgb.as_raw(), side(rgb.width())?, side(rgb.height())?, ColorType::Rgb)?;
@@ -42,6 +54,11 @@ pub fn frame_rgb(frame: &Frame, region: Option<[u32; 4]>) -> Result<RgbImage, Sn
     let (x2, y2) = (x2.min(frame.width()), y2.min(frame.height()));
     let (x1, y1) = (x1.min(x2.saturating_sub(1)), y1.min(y2.saturating_sub(1)));
     let (w, h) = (x2.saturating_sub(x1).max(1), y2.saturating_sub(y1).max(1));
+    convert(frame, [x1, y1, x1 + w, y1 + h], w, h)
+}
+
+/// The frame's region `[x1, y1, x2, y2]` (inside the frame), converted to `w`×`h` packed RGB.
+fn convert(frame: &Frame, [x1, y1, x2, y2]: [u32; 4], w: u32, h: u32) -> Result<RgbImage, SnapshotError> {
     let conv = |e: &dyn std::fmt::Display| SnapshotError::Convert(e.to_string());
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
         .fps(frame.info.fps())
@@ -51,8 +68,8 @@ pub fn frame_rgb(frame: &Frame, region: Option<[u32; 4]>) -> Result<RgbImage, Sn
     let mut config = gst_video::VideoConverterConfig::new();
     config.set_src_x(x1 as i32);
     config.set_src_y(y1 as i32);
-    config.set_src_width(Some(w as i32));
-    config.set_src_height(Some(h as i32));
+    config.set_src_width(Some((x2 - x1) as i32));
+    config.set_src_height(Some((y2 - y1) as i32));
     let converter = gst_video::VideoConverter::new(&frame.info, &out_info, Some(config)).map_err(|e| conv(&e))?;
     let input = gst_video::VideoFrame::from_buffer_readable(frame.buffer.clone(), &frame.info)
         .map_err(|_| conv(&"cannot map input"))?;

@@ -122,7 +122,8 @@ fn run_worker(a: &Arc<Analysis>, objects: Option<&ObjectStage>, progress: &Arc<P
 /// One worker: analysis until the channel closes (`None`), or the panic message. After a panic
 /// the tracks that were open are ended, so consumers get their `end` events.
 fn work(a: &Analysis, mut objects: Option<ObjectStage>, progress: &Progress, generation: u64) -> Option<String> {
-    let run = || analysis::run(&a.cam, &a.rx, &mut objects, &a.events, &a.metrics, progress, generation);
+    let run =
+        || analysis::run(&a.cam, &a.rx, &mut objects, &a.events, &a.metrics, &a.status.preview, progress, generation);
     let payload = panic::catch_unwind(AssertUnwindSafe(run)).err()?;
     if let Some(stage) = &mut objects {
         let ended = panic::catch_unwind(AssertUnwindSafe(|| stage.finish(None))).unwrap_or_default();
