@@ -312,3 +312,39 @@ async fn analysis_that_panics_or_hangs_is_restarted_and_events_flow_again() {
     assert_eq!(code, Some(0), "{}", std::fs::read_to_string(dir.path().join("vigil.log")).unwrap_or_default());
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_cannot_be_built_stops_its_camera_once_and_spares_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let server = SampleServer::start(&media("car-detection.mp4"), "cam", 0).unwrap();
+    let api = free_port();
+    let (toml, _) = config(dir.path(), &redis.url(), api, &[("good", server.url()), ("broken", server.url())]);
+    // An element no GStreamer install has: the file is valid, the pipeline can never be built.
+    let broken = "id = \"broken\"\n";
+    let toml = toml.replace(
+        broken,
+        &format!("{broken}pipeline = \"${{source}} ! decodebin ! vigilnosuchelement ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink\"\n"),
+    );
+    let vigil = Vigil::start(dir.path(), &toml);
+    vigil.wait_log("HTTP API and page up", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (good, broken) = (camera(api, "good").await, camera(api, "broken").await);
+        if good["state"] == "streaming" && broken["state"] == "stopped" {
+            let error = broken["last_error"].as_str().unwrap();
+            assert!(error.contains("vigilnosuchelement") && error.contains("reload"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "good {good}, broken {broken}\n{}", vigil.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Not retried: past several backoffs (0.5 to 1 s), it failed once and is still stopped.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(camera(api, "broken").await["state"], "stopped");
+    assert_eq!(camera(api, "good").await["state"], "streaming");
+    let log = vigil.log_text();
+    assert_eq!(log.matches("camera stopped: bad pipeline").count(), 1, "{log}");
+    let (code, _) = vigil.terminate();
+    assert_eq!(code, Some(0));
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use image::RgbImage;
 
 use super::{PlateRead, PlateReader, Search};
+use crate::error::{ErrorKind, Kinded};
 use crate::inference::InferenceError;
 use crate::plate::Formats;
 
@@ -35,6 +36,15 @@ pub enum QueueError {
     Full,
     #[error("the plate readers have stopped")]
     Stopped,
+}
+
+impl Kinded for QueueError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Full => ErrorKind::Retry,
+            Self::Stopped => ErrorKind::Fatal,
+        }
+    }
 }
 
 /// The shared plate-read queue; cheap to clone, one handle per camera.

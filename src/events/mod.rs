@@ -25,6 +25,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::EventsFull;
 pub use crate::contract::{Event, EventType, format_ts, parse_ts};
+use crate::error::{ErrorKind, Kinded};
 use crate::frame::Frame;
 use crate::metrics::{CameraMetrics, Metrics};
 pub use publish::Publisher;
@@ -104,6 +105,15 @@ pub enum Unsent {
     Stopped,
     #[error("the recorder's queue was full (backpressure.events = drop-newest)")]
     Dropped,
+}
+
+impl Kinded for Unsent {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Stopped => ErrorKind::Fatal,
+            Self::Dropped => ErrorKind::Retry,
+        }
+    }
 }
 
 impl EventSink {

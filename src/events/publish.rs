@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::{Event, Store};
 use crate::config::RedisConfig;
+use crate::error::{ErrorKind, Kinded};
 use crate::metrics::Metrics;
 use crate::redact::Redacted;
 
@@ -30,6 +31,15 @@ pub enum PublishError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Store(#[from] super::StoreError),
+}
+
+impl Kinded for PublishError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Redis(_) => ErrorKind::Retry,
+            Self::Store(e) => e.kind(),
+        }
+    }
 }
 
 impl PublishError {

@@ -14,6 +14,7 @@ use gstreamer_video::prelude::*;
 use image::RgbImage;
 use jpeg_encoder::{ColorType, Encoder};
 
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::frame::Frame;
 
 /// A snapshot that could not be made.
@@ -25,6 +26,13 @@ pub enum SnapshotError {
     Encode(#[from] jpeg_encoder::EncodingError),
     #[error("{0}×{1} is too large for a JPEG")]
     TooLarge(u32, u32),
+}
+
+impl Kinded for SnapshotError {
+    /// This frame cannot be made into a JPEG, however often it is tried.
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Refuse(Refusal::Invalid)
+    }
 }
 
 /// Encode the frame, or a `[x1, y1, x2, y2]` region of it, as a JPEG of the given quality (1–100).

@@ -23,6 +23,7 @@ use ort::value::{Tensor, ValueType};
 use tracing::{info, warn};
 
 use crate::config::{InferenceConfig, Provider};
+use crate::error::{ErrorKind, Kinded};
 use crate::metrics::Metrics;
 
 /// The library version vigil is built against (`ort` api-31).
@@ -44,6 +45,17 @@ pub enum InferenceError {
     Stopped,
     #[error("no answer from the model within {0:.1} s")]
     Timeout(f64),
+}
+
+impl Kinded for InferenceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The library or a model file is missing or wrong: an operator must act.
+            Self::Library { .. } | Self::Model { .. } | Self::Stopped => ErrorKind::Fatal,
+            // One call failed or was late; the next input may well succeed.
+            Self::Run(_) | Self::Timeout(_) => ErrorKind::Retry,
+        }
+    }
 }
 
 /// What a session is for; it decides the defaults that suit its load.

@@ -23,6 +23,7 @@ use gstreamer_video as gst_video;
 
 use crate::channel::{self, Sent};
 use crate::config::{CameraConfig, RtspTransport, Source};
+use crate::error::{ErrorKind, Kinded, Refusal};
 use crate::frame::Frame;
 use crate::metrics::CameraMetrics;
 use crate::redact::redact;
@@ -40,6 +41,19 @@ pub enum IngestError {
     Build { pipeline: String, reason: String },
     #[error("pipeline would not start: {0}")]
     Start(String),
+}
+
+impl Kinded for IngestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // GStreamer itself is unusable: nothing in this process can decode.
+            Self::Init(_) => ErrorKind::Fatal,
+            // The description or an element in it is wrong (a missing plugin, say): building
+            // it again gives the same answer until the camera's settings change.
+            Self::Build { .. } => ErrorKind::Refuse(Refusal::Invalid),
+            Self::Start(_) => ErrorKind::Retry,
+        }
+    }
 }
 
 /// Initialise GStreamer once per process.

@@ -14,6 +14,7 @@ use super::keeper::{self, Analysis};
 use crate::analysis::objects::ObjectStage;
 use crate::channel;
 use crate::config::{CameraConfig, RtspTransport, Source};
+use crate::error::{ErrorKind, Kinded};
 use crate::events::{EventSink, EventType, NewEvent};
 use crate::ingest::{FrameSink, SourceHealth, StreamEnd, Streamer};
 use crate::metrics::Metrics;
@@ -80,7 +81,15 @@ pub async fn run(
         status.set(CameraState::Connecting, None);
         let attempt = CameraConfig { transport: transports.now, ..cam.clone() };
         let end = match Streamer::build(&attempt, sink.clone()).and_then(|s| s.start().map(|()| s)) {
-            // A pipeline that cannot be built or started would not be helped by another transport.
+            // A pipeline that cannot be built (a missing element, say) fails the same way every
+            // time: the camera stops, saying why, until its settings change.
+            Err(e) if e.kind() != ErrorKind::Retry => {
+                let reason = format!("{}; fix the camera's pipeline or decoder and reload", Redacted(&e.to_string()));
+                error!("camera stopped: {reason}");
+                status.set(CameraState::Stopped, Some(reason));
+                break;
+            }
+            // One that would not start would not be helped by another transport.
             Err(e) => StreamEnd::Refused(e.to_string()),
             Ok(streamer) => {
                 sink.health.arm(sink.epoch);
