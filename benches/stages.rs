@@ -145,7 +145,7 @@ fn detector(c: &mut Criterion) {
     let loaded = Runtime::load(&config.inference).ok().and_then(|rt| {
         let detector = Detector::load(&config.models, &rt, &config.inference, Arc::new(Metrics::new())).ok()?;
         let session = rt
-            .session(&config.models.dir.join("yolox_nano_coco80_416.batch.onnx"), vigil::inference::Workload::Frames)
+            .session(&config.models.dir.join("yolox_nano_coco80.dynamic.onnx"), vigil::inference::Workload::Frames)
             .ok()?;
         Some((detector, Batcher::spawn("bench", vec![session], &config.inference, Arc::new(Metrics::new()))))
     });
@@ -154,12 +154,12 @@ fn detector(c: &mut Criterion) {
         return;
     };
     let crop = [0, 0, info.width(), info.height()];
-    c.bench_function("letterbox + normalise, photo to 416x416", |b| {
+    c.bench_function("letterbox + normalise, photo to its 416-wide canvas", |b| {
         b.iter(|| black_box(detector.letterbox(&buffer, &info, crop).unwrap()))
     });
-    let (tensor, scale) = detector.letterbox(&buffer, &info, crop).unwrap();
-    let out = batcher.infer(&[3, 416, 416], tensor).unwrap();
-    let grid = yolox::grid(416, 416, &[8, 16, 32]);
+    let vigil::detect::Letterboxed { tensor, scale, size: (w, h) } = detector.letterbox(&buffer, &info, crop).unwrap();
+    let out = batcher.infer(&[3, h as usize, w as usize], tensor).unwrap();
+    let grid = yolox::grid(w, h, &[8, 16, 32]);
     let limits = (info.width() as f32, info.height() as f32);
     c.bench_function("YOLOX decode + NMS, real output", |b| {
         b.iter(|| black_box(yolox::decode(&out.data, &grid, 80, scale, (0.0, 0.0), limits, 0.3, 0.45)))

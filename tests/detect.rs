@@ -1,4 +1,5 @@
-//! YOLOX through ONNX Runtime on a real image, against the reference results in shared/ASSETS.md.
+//! YOLOX through ONNX Runtime on a real image, against the reference results in shared/ASSETS.md
+//! (which were made on a 416 × 416 letterbox; vigil's is 416 × 320 for this photo).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,18 @@ fn detector() -> Detector {
     let inference = InferenceConfig::default();
     let runtime = Runtime::load(&inference).expect("ONNX Runtime (run scripts/setup)");
     Detector::load(&models, &runtime, &inference, Arc::new(Metrics::new())).expect("detector")
+}
+
+#[test]
+fn the_letterbox_is_no_larger_than_the_picture() {
+    let d = detector();
+    // Scaled as for 416 × 416 (the longer side to 416), the other side rounded up to 32.
+    assert_eq!(d.input_size(768, 432), (416, 256), "a 16:9 frame");
+    assert_eq!(d.input_size(1920, 1080), (416, 256));
+    assert_eq!(d.input_size(768, 576), (416, 320), "a 4:3 photo");
+    assert_eq!(d.input_size(100, 400), (128, 416), "a tall crop");
+    assert_eq!(d.input_size(500, 500), (416, 416));
+    assert_eq!(d.input_size(3000, 10), (416, 32), "never below the largest stride");
 }
 
 #[test]

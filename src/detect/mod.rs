@@ -3,11 +3,16 @@
 //!
 //! Preprocessing (crop, letterbox, colour conversion) uses GStreamer's video converter straight
 //! from the decoder's I420/NV12 buffer, so only the pixels the model sees are ever converted.
+//! A frame or crop is scaled as for the model's training size (416 × 416 for YOLOX: its longer
+//! side to 416), and when the model takes other sizes the canvas is only as large as the scaled
+//! picture, rounded up to the largest stride: a 16:9 frame is 416 × 256 instead of 416 × 416, and
+//! the padding it drops cost as much compute as picture.
 //! Decoding and NMS run on the caller's thread ([`yolox`]).
 
 pub mod yolox;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
@@ -27,16 +32,34 @@ pub struct Detection {
     pub bbox: [f32; 4],
 }
 
+/// A frame or crop laid out for the model.
+pub struct Letterboxed {
+    /// Planar BGR floats 0–255.
+    pub tensor: Vec<f32>,
+    /// Model pixels per frame pixel.
+    pub scale: f32,
+    /// The canvas: the model input's width and height.
+    pub size: (u32, u32),
+}
+
+/// The anchors of one input size.
+type Grid = Arc<Vec<yolox::Anchor>>;
+
 /// A loaded detector; shared by every camera.
 pub struct Detector {
     batcher: Batcher,
     /// Class names; the index is the class id.
     pub labels: Vec<String>,
+    /// The size the model was trained at; every frame or crop is scaled to fit it.
     width: u32,
     height: u32,
     pad: u8,
     nms_iou: f32,
-    grid: Vec<yolox::Anchor>,
+    strides: Vec<u32>,
+    /// Whether the model takes image sizes other than its own (dynamic H and W).
+    flexible: bool,
+    /// Anchor grids by canvas size, made on first use: one per size a letterbox can take.
+    grids: Mutex<HashMap<(u32, u32), Grid>>,
 }
 
 impl Detector {
@@ -69,7 +92,8 @@ impl Detector {
         let sessions = runtime.sessions(&path, Workload::Frames)?;
         let session = &sessions[0];
         let grid = yolox::grid(input.width, input.height, &output.strides);
-        check_contract(session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
+        let flexible =
+            check_contract(session, input.width, input.height, grid.len(), labels.len()).map_err(|r| err(&r))?;
         let batcher = Batcher::spawn(&entry.name, sessions, inference, metrics);
         Ok(Self {
             batcher,
@@ -78,7 +102,9 @@ impl Detector {
             height: input.height,
             pad: input.pad,
             nms_iou: entry.nms_iou.unwrap_or(0.45),
-            grid,
+            strides: output.strides.clone(),
+            flexible,
+            grids: Mutex::new(HashMap::from([((input.width, input.height), Arc::new(grid))])),
         })
     }
 
@@ -97,15 +123,45 @@ impl Detector {
         min_score: f32,
     ) -> Result<Vec<Detection>, InferenceError> {
         let crop = crop.unwrap_or([0, 0, info.width(), info.height()]);
-        let (tensor, scale) = self.letterbox(buffer, info, crop)?;
-        let out = self.batcher.infer(&[3, self.height as usize, self.width as usize], tensor)?;
+        let Letterboxed { tensor, scale, size: (w, h) } = self.letterbox(buffer, info, crop)?;
+        let out = self.batcher.infer(&[3, h as usize, w as usize], tensor)?;
+        let grid = self.grid(w, h);
         let rows = out.shape.first().copied().unwrap_or(0);
-        if rows != self.grid.len() {
-            return Err(InferenceError::Run(format!("detector gave {rows} rows, expected {}", self.grid.len())));
+        if rows != grid.len() {
+            return Err(InferenceError::Run(format!("detector gave {rows} rows, expected {}", grid.len())));
         }
         let offset = (crop[0] as f32, crop[1] as f32);
         let limits = (info.width() as f32, info.height() as f32);
-        Ok(yolox::decode(&out.data, &self.grid, self.labels.len(), scale, offset, limits, min_score, self.nms_iou))
+        Ok(yolox::decode(&out.data, &grid, self.labels.len(), scale, offset, limits, min_score, self.nms_iou))
+    }
+
+    /// The anchor grid of a `w` × `h` input.
+    fn grid(&self, w: u32, h: u32) -> Grid {
+        let mut grids = self.grids.lock().unwrap_or_else(|p| p.into_inner());
+        grids.entry((w, h)).or_insert_with(|| Arc::new(yolox::grid(w, h, &self.strides))).clone()
+    }
+
+    /// The model input (width, height) for a `width` × `height` frame or crop.
+    pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
+        self.canvas(width.max(1), height.max(1)).2
+    }
+
+    /// For a `cw` × `ch` crop: the scale that fits it in the training size, the scaled picture's
+    /// size, and the canvas (the training size, or for a flexible model the picture rounded up
+    /// to the largest stride, which every input side must be a multiple of).
+    fn canvas(&self, cw: u32, ch: u32) -> (f32, (i32, i32), (u32, u32)) {
+        let (w, h) = (self.width, self.height);
+        let scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
+        let (dw, dh) = (
+            ((cw as f32 * scale).round() as i32).clamp(1, w as i32),
+            ((ch as f32 * scale).round() as i32).clamp(1, h as i32),
+        );
+        if !self.flexible {
+            return (scale, (dw, dh), (w, h));
+        }
+        let step = self.strides.iter().copied().max().unwrap_or(32);
+        let up = |v: i32, max: u32| (v as u32).div_ceil(step).saturating_mul(step).clamp(step, max.max(step));
+        (scale, (dw, dh), (up(dw, w), up(dh, h)))
     }
 
     /// Detect in a packed RGB image (stills: `vigil anpr`, tests).
@@ -133,22 +189,17 @@ impl Detector {
         self.detect(&buffer, &info, None, min_score)
     }
 
-    /// Crop, scale (keeping aspect) into the top-left of a padded model-sized canvas, and lay
-    /// out as planar BGR floats 0–255. Returns the tensor and the scale factor.
+    /// Crop, scale (keeping aspect) into the top-left of a padded canvas (see [`Self::canvas`]),
+    /// and lay out as planar BGR floats 0–255.
     pub fn letterbox(
         &self,
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,
         crop: [u32; 4],
-    ) -> Result<(Vec<f32>, f32), InferenceError> {
+    ) -> Result<Letterboxed, InferenceError> {
         let err = |what: &str| InferenceError::Run(format!("letterbox: {what}"));
         let (cw, ch) = (crop[2].saturating_sub(crop[0]).max(1), crop[3].saturating_sub(crop[1]).max(1));
-        let (w, h) = (self.width, self.height);
-        let scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
-        let (dw, dh) = (
-            ((cw as f32 * scale).round() as i32).clamp(1, w as i32),
-            ((ch as f32 * scale).round() as i32).clamp(1, h as i32),
-        );
+        let (scale, (dw, dh), (w, h)) = self.canvas(cw, ch);
         let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, w, h)
             .fps(info.fps())
             .build()
@@ -188,18 +239,19 @@ impl Detector {
                 tensor[2 * plane + i] = px[2] as f32;
             }
         }
-        Ok((tensor, scale))
+        Ok(Letterboxed { tensor, scale, size: (w, h) })
     }
 }
 
 /// Fail at load, not at the first frame, when the file is not the model the manifest describes.
+/// Returns whether it takes other image sizes (its height and width are left open).
 fn check_contract(
     session: &ort::session::Session,
     width: u32,
     height: u32,
     rows: usize,
     classes: usize,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let dims = |outlet: Option<&ort::value::Outlet>| match outlet.map(|o| o.dtype()) {
         Some(ort::value::ValueType::Tensor { shape, .. }) => shape.iter().copied().collect::<Vec<i64>>(),
         _ => Vec::new(),
@@ -212,7 +264,7 @@ fn check_contract(
     let want_in = [-1, 3, height as i64, width as i64];
     let want_out = [-1, rows as i64, 5 + classes as i64];
     if fits(&input, &want_in) && fits(&output, &want_out) {
-        Ok(())
+        Ok(input.get(2) == Some(&-1) && input.get(3) == Some(&-1))
     } else {
         Err(format!(
             "not a YOLOX model for this manifest: input {input:?}, output {output:?}; expected {want_in:?} and {want_out:?}"
