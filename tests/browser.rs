@@ -73,6 +73,16 @@ impl Driver {
         res.json::<Value>().await.unwrap()["value"].clone()
     }
 
+    /// Save a screenshot of the page as `name` in the test's scratch directory (for docs/).
+    async fn screenshot(&self, name: &str) {
+        let png = self.call(reqwest::Method::GET, "screenshot", Value::Null).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        assert!(png.starts_with(b"\x89PNG"));
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&out, png).unwrap();
+        println!("screenshot: {}", out.display());
+    }
+
     async fn script(&self, js: &str) -> Value {
         self.call(reqwest::Method::POST, "execute/sync", json!({"script": js, "args": []})).await
     }
@@ -210,12 +220,7 @@ async fn the_page_shows_events_live() {
     }
     assert!(driver.script(state_of).await.as_str().unwrap().contains("lobby:streaming"));
 
-    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
-    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-    assert!(png.starts_with(b"\x89PNG"));
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page.png");
-    std::fs::write(&out, png).unwrap();
-    println!("screenshot: {}", out.display());
+    driver.screenshot("page.png").await;
     drop(server);
 }
 
@@ -287,11 +292,7 @@ async fn the_plates_section_finds_reads_by_prefix() {
         assert!(Instant::now() < deadline, "the plate crops did not load with the token");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
-    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plates.png");
-    std::fs::write(&out, png).unwrap();
-    println!("screenshot: {}", out.display());
+    driver.screenshot("plates.png").await;
 
     // A plate row opens the event: its snapshot with the plate's box drawn where the read was.
     driver.script("document.querySelector('#plates tbody tr').click()").await;
@@ -322,11 +323,7 @@ async fn the_plates_section_finds_reads_by_prefix() {
     assert_eq!(view[1], json!(format!("0 0 {width} {height}")), "boxes in the snapshot's own pixels");
     assert_eq!(view[2], json!([plate_box]), "the plate's box, where it was read");
     assert_eq!(view[3], json!(f[5]));
-    let png = driver.call(reqwest::Method::GET, "screenshot", Value::Null).await;
-    let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("event.png");
-    std::fs::write(&out, png).unwrap();
-    println!("screenshot: {}", out.display());
+    driver.screenshot("event.png").await;
     driver.script("document.querySelector('#event-view .close').click()").await;
     assert_eq!(
         driver.script("return [document.querySelector('#event-view').open, location.hash]").await,

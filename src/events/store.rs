@@ -510,24 +510,22 @@ impl Store {
 
     /// Save a new API camera's JSON; false (and nothing written) when the id is already saved.
     pub async fn add_camera(&self, id: &str, config: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("INSERT INTO cameras (id, config, updated_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-                .bind(id)
-                .bind(config)
-                .bind(format_ts(&Utc::now()))
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() == 1)
+        self.write_camera(
+            "INSERT INTO cameras (id, config, updated_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            id,
+            config,
+        )
+        .await
     }
 
     /// Replace a saved API camera's JSON; false when no camera `id` is saved.
     pub async fn update_camera(&self, id: &str, config: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE cameras SET config = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(config)
-            .bind(format_ts(&Utc::now()))
-            .execute(&self.pool)
-            .await?;
+        self.write_camera("UPDATE cameras SET config = $2, updated_at = $3 WHERE id = $1", id, config).await
+    }
+
+    /// Run `sql` with ($1 id, $2 config, $3 now); whether it wrote the row.
+    async fn write_camera(&self, sql: &'static str, id: &str, config: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql).bind(id).bind(config).bind(format_ts(&Utc::now())).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
