@@ -100,7 +100,8 @@ pub struct Preview(Mutex<PreviewInner>);
 #[derive(Default)]
 struct PreviewInner {
     asked: Option<Instant>,
-    kept: Option<(Instant, DateTime<Utc>, Frame)>,
+    /// The frame and when it was kept.
+    kept: Option<(Instant, Frame)>,
 }
 
 impl Preview {
@@ -110,15 +111,15 @@ impl Preview {
         if inner.asked.is_none_or(|asked| asked.elapsed() >= PREVIEW_WATCHED) {
             inner.kept = None;
         } else if inner.kept.as_ref().is_none_or(|(at, ..)| at.elapsed() >= PREVIEW_EVERY) {
-            inner.kept = Some((Instant::now(), Utc::now(), frame.clone()));
+            inner.kept = Some((Instant::now(), frame.clone()));
         }
     }
 
-    /// The latest frame kept and when it was analysed; asking starts (or keeps) the watch.
-    pub fn latest(&self) -> Option<(DateTime<Utc>, Frame)> {
+    /// The latest frame kept; asking starts (or keeps) the watch.
+    pub fn latest(&self) -> Option<Frame> {
         let mut inner = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inner.asked = Some(Instant::now());
-        inner.kept.as_ref().map(|(_, when, frame)| (*when, frame.clone()))
+        inner.kept.as_ref().map(|(_, frame)| frame.clone())
     }
 }
 

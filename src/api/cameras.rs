@@ -35,14 +35,14 @@ const PREVIEW_WIDTH: u32 = 640;
 const PREVIEW_WAIT: Duration = Duration::from_millis(1500);
 
 /// `GET /api/cameras/{id}/frame`: the camera's latest analysed frame as a small JPEG, with the
-/// time it was analysed in `Last-Modified`. Asking keeps previews coming for a few seconds; the
+/// time it left the decoder in `Last-Modified`. Asking keeps previews coming for a few seconds; the
 /// first request waits for the next frame, and a camera with none (not streaming, or run by
 /// another process) is a 404.
 pub async fn frame(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let status =
         state.cameras.get(&id).ok_or_else(|| ApiError::not_found(format!("camera `{id}` does not run here")))?;
     let deadline = tokio::time::Instant::now() + PREVIEW_WAIT;
-    let (when, frame) = loop {
+    let frame = loop {
         if let Some(latest) = status.preview.latest() {
             break latest;
         }
@@ -51,10 +51,12 @@ pub async fn frame(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let when = frame.wall;
+    let failed = |e: &dyn std::fmt::Display| ApiError::unavailable(format!("encoding the preview failed: {e}"));
     let jpeg = tokio::task::spawn_blocking(move || encode_preview(&frame, PREVIEW_WIDTH, 75))
         .await
-        .map_err(|e| ApiError::unavailable(format!("encoding the preview failed: {e}")))?
-        .map_err(|e| ApiError::unavailable(format!("encoding the preview failed: {e}")))?;
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
     let headers = [
         (header::CONTENT_TYPE, "image/jpeg".to_string()),
         (header::CACHE_CONTROL, "no-store".to_string()),
