@@ -296,10 +296,13 @@ async fn the_plates_section_finds_reads_by_prefix() {
 
     // A plate row opens the event: its snapshot with the plate's box drawn where the read was.
     driver.script("document.querySelector('#plates tbody tr').click()").await;
+    // The boxes are drawn by the image's load handler, which runs after `complete` turns true:
+    // wait for the caption too.
     let drawn = "const v = document.querySelector('#event-view'); const i = v.querySelector('img'); \
-                 return v.open && i.complete && i.naturalWidth > 0 ? [location.hash, v.querySelector('svg').getAttribute('viewBox'), \
+                 const t = v.querySelector('svg text'); \
+                 return v.open && i.complete && i.naturalWidth > 0 && t ? [location.hash, v.querySelector('svg').getAttribute('viewBox'), \
                  [...v.querySelectorAll('rect.plate')].map(r => ['x', 'y', 'width', 'height'].map(a => +r.getAttribute(a))), \
-                 v.querySelector('text').textContent] : null";
+                 t.textContent] : null";
     let deadline = Instant::now() + Duration::from_secs(10);
     let view = loop {
         let got = driver.script(drawn).await;
