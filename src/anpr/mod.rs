@@ -241,29 +241,31 @@ fn pool(reads: Vec<PlateText>) -> Option<PlateText> {
     };
     let votes = |t: &PlateText| reads.iter().filter(|r| supports(t, r)).count();
     let best = reads.iter().max_by(|a, b| votes(a).cmp(&votes(b)).then(a.likeness.total_cmp(&b.likeness)))?;
-    let chars = |t: &PlateText| t.text.chars().collect::<Vec<char>>();
-    let backbone = chars(best);
+    // Plate text is normalised to A–Z and 0–9: one byte a character.
+    let backbone = best.text.as_bytes();
     let aligned: Vec<&PlateText> = reads
         .iter()
         .filter(|r| {
-            let c = chars(r);
-            c.len() == backbone.len() && 3 * c.iter().zip(&backbone).filter(|(a, b)| a != b).count() <= c.len()
+            let t = r.text.as_bytes();
+            t.len() == backbone.len() && 3 * t.iter().zip(backbone).filter(|(a, b)| a != b).count() <= t.len()
         })
         .collect();
     let mut pooled = best.clone();
-    let mut text = String::new();
+    let mut text = String::with_capacity(backbone.len());
     for (i, p) in pooled.probs.iter_mut().enumerate() {
-        let mut tally: Vec<(char, f32)> = Vec::new();
+        // Per character: its summed and its surest probability. `aligned` holds `best`, so no
+        // position is without a vote.
+        let mut tally: Vec<(u8, f32, f32)> = Vec::new();
         for r in &aligned {
-            let c = chars(r)[i];
+            let (c, q) = (r.text.as_bytes()[i], r.probs[i]);
             match tally.iter_mut().find(|t| t.0 == c) {
-                Some(t) => t.1 += r.probs[i],
-                None => tally.push((c, r.probs[i])),
+                Some(t) => (t.1, t.2) = (t.1 + q, t.2.max(q)),
+                None => tally.push((c, q, q)),
             }
         }
-        let (c, _) = tally.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((backbone[i], *p));
-        text.push(c);
-        *p = aligned.iter().filter(|r| chars(r)[i] == c).map(|r| r.probs[i]).fold(0.0, f32::max);
+        let (c, _, surest) = tally.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((backbone[i], *p, *p));
+        text.push(char::from(c));
+        *p = surest;
     }
     pooled.text = text;
     pooled.confidence = pooled.probs.iter().copied().fold(1.0, f32::min);
@@ -446,13 +448,17 @@ mod tests {
 
     #[test]
     fn a_glyph_one_crop_misread_is_outvoted() {
-        // The surest single read says D; two of three crops say O, with more probability between them.
-        let reads = vec![text("OEL1145", &[0.6; 7]), text("DEL1145", &[0.9; 7]), text("OEL1145", &[0.7; 7])];
+        // No two crops agree on the whole line, and the most plate-like says D…5; per character,
+        // O has 0.6 + 0.7 against D's 0.9, and 5 has 0.6 + 0.9 against 6's 0.7.
+        let mut reads = vec![text("OEL1145", &[0.6; 7]), text("DEL1145", &[0.9; 7]), text("OEL1146", &[0.7; 7])];
+        reads[1].likeness = 0.9;
         let pooled = pool(reads).unwrap();
         assert_eq!(pooled.text, "OEL1145");
-        assert!((pooled.probs[0] - 0.7).abs() < 1e-6, "as sure as its surest read");
-        // A read that differs in more than a third of its characters is another line: no vote.
-        let reads = vec![text("AB1234", &[0.9; 6]), text("XY9934", &[0.95; 6]), text("XY9934", &[0.95; 6])];
+        assert!((pooled.probs[0] - 0.7).abs() < 1e-6, "each character as sure as its surest read");
+        assert!((pooled.probs[6] - 0.9).abs() < 1e-6);
+        // A read that differs in more than a third of its characters is another line: no vote,
+        // however sure it is.
+        let reads = vec![text("AB1234", &[0.99; 6]), text("XY9934", &[0.4; 6]), text("XY9934", &[0.4; 6])];
         assert_eq!(pool(reads).unwrap().text, "XY9934");
     }
 
