@@ -243,9 +243,19 @@ pub struct PlateText {
     pub formatted: bool,
 }
 
+impl PlateText {
+    /// Whether the text reads as a serial: letters and digits both, or a configured format's
+    /// shape. Model names, state names, slogans and phone numbers are of one kind; so are vanity
+    /// plates, which only the place they are read in can tell from the rest.
+    pub fn is_serial(&self) -> bool {
+        self.formatted
+            || (self.text.bytes().any(|c| c.is_ascii_digit()) && self.text.bytes().any(|c| c.is_ascii_uppercase()))
+    }
+}
+
 /// Judge a recognised line (`aspect` is its width over height) as a plate candidate; `None` when
-/// it cannot be one. A plate has both letters and digits unless a configured format says
-/// otherwise: model names, state names, slogans, phone numbers and dates are lines of one kind.
+/// it cannot be one. Text of one kind is judged too, ranked below serials and marked by
+/// [`PlateText::is_serial`], for the reader to take only as a vehicle's vanity plate.
 /// A format re-ranks and fixes confusions but never rejects a line that passes without it, so a
 /// vanity plate or an older series is still read under a region's preset.
 pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText> {
@@ -271,10 +281,6 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     let formatted = fitted.is_some();
     let chars = fitted.unwrap_or(kept);
     let text: String = chars.iter().map(|c| c.ch).collect();
-    let mixed = text.chars().any(|c| c.is_ascii_digit()) && text.chars().any(|c| c.is_ascii_uppercase());
-    if !(formatted || mixed) {
-        return None;
-    }
     if is_clock_or_date(&raw) {
         return None;
     }
@@ -439,9 +445,15 @@ mod tests {
         let f = Formats::default();
         let plate = judge(&chars("RK 755-AJ", &[0.9; 9]), 4.0, &f).unwrap();
         assert_eq!(plate.text, "RK755AJ");
-        for line in ["Autohaus", "TOYOTA", "376-8750", "2014-05-08", "08:03:31", "8014:04-2"] {
+        for line in ["2014-05-08", "08:03:31"] {
             assert!(judge(&chars(line, &[0.9; 10]), 4.0, &f).is_none(), "{line}");
         }
+        // Words and phone numbers are judged, but not as serials, and rank below one.
+        for line in ["Autohaus", "TOYOTA", "376-8750", "8014:04-2"] {
+            let word = judge(&chars(line, &[0.9; 10]), 4.0, &f).unwrap();
+            assert!(!word.is_serial() && word.likeness < plate.likeness, "{line}");
+        }
+        assert!(plate.is_serial());
         // Under a format, a line that fits it may be of one kind.
         let digits = Formats::parse(&["[0-9]{7}".into()]).unwrap();
         assert_eq!(judge(&chars("1365847", &[0.9; 7]), 4.0, &digits).unwrap().text, "1365847");

@@ -65,13 +65,13 @@ fn bench(args: &[&str], set: &str) -> Value {
 }
 
 /// The accuracy report on the development sets, held to floors a few points under what it
-/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 96.3 %, BR under `br`
-/// 98.2 %, US with no format 81.0 %; 0.03–0.11 reads per image elsewhere than the annotated
+/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 98.1 %, BR under `br`
+/// 98.2 %, US with no format 84.8 %; 0.05–0.13 reads per image elsewhere than the annotated
 /// plate, some of them other vehicles' real plates), so a regression fails here. The EU ground
 /// truth spells seven plates' digit 0 as the letter O.
 ///
 /// The US figure swings with the vehicle boxes the reader searches: moving every box edge in or
-/// out by 1.5–3 px reads 77.1–83.8 %, so its floor sits under that band.
+/// out by 1.5–3 px read 77.1–83.8 % when it measured 81.0 %, so its floor sits under that band.
 ///
 /// And a region's preset may re-rank and fix confusions where its formats say which class
 /// belongs, but never reject a plausible plate: on each set, the wrong region's preset reads no
@@ -102,7 +102,7 @@ fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_n
     let (eu, br, us) =
         (row(&["--format", "eu"], "openalpr-eu"), row(&["--format", "br"], "openalpr-br"), row(&[], "openalpr-us-dev"));
     assert_eq!((num(eu, "images"), num(br, "images"), num(us, "images")), (108.0, 114.0, 105.0));
-    for (row, folded, wrong) in [(eu, 93.0, 4.0), (br, 95.0, 3.0), (us, 76.0, 15.0)] {
+    for (row, folded, wrong) in [(eu, 95.0, 4.0), (br, 95.0, 3.0), (us, 78.0, 15.0)] {
         assert!(num(row, "folded_pct") >= folded, "{row}");
         assert!(num(row, "exact_pct") <= num(row, "folded_pct") && num(row, "top1_pct") <= num(row, "folded_pct"));
         assert!(num(row, "wrong_pct") <= wrong, "{row}");

@@ -135,7 +135,13 @@ impl PlateReader {
         let quads = self.find_lines(&crop, size)?;
         let offset = (x1 as f32, y1 as f32);
         let quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
-        self.read_lines(image, &quads, formats)
+        let mut reads = self.read_lines(image, &quads, formats)?;
+        if search == Search::Vehicle {
+            admit_vanity(&mut reads, (y1, y2));
+        } else {
+            reads.retain(|r| r.text.is_serial());
+        }
+        Ok(reads)
     }
 
     /// Text lines in an image, as quads in its pixels, the largest first.
@@ -168,7 +174,9 @@ impl PlateReader {
         let first: Vec<(usize, Quad)> = quads.iter().copied().enumerate().collect();
         self.recognise(image, &first, formats, &mut texts)?;
         let mut order: Vec<usize> = (0..quads.len()).filter(|&i| !texts[i].is_empty()).collect();
-        order.sort_by(|&a, &b| texts[b][0].likeness.total_cmp(&texts[a][0].likeness));
+        // Lines that read as a serial somewhere go first; words fill what re-reads are left.
+        let serial = |i: usize| texts[i].iter().any(PlateText::is_serial);
+        order.sort_by(|&a, &b| serial(b).cmp(&serial(a)).then(texts[b][0].likeness.total_cmp(&texts[a][0].likeness)));
         let again: Vec<(usize, Quad)> = order
             .iter()
             .take(REREAD_LINES)
@@ -220,17 +228,49 @@ impl PlateReader {
 /// stays close, with room above and below.
 const VARIANTS: [(f32, f32); 2] = [(0.8, 0.1), (0.15, 0.1)];
 
+/// Vanity plates are this long: shorter words of one kind are mostly badges and years (`FORD`,
+/// `JEEP`, `TAXI`, `2011`), longer ones fall outside the plate lengths `judge` keeps.
+const VANITY_LEN: std::ops::RangeInclusive<usize> = 5..=8;
+/// A plate is mounted on a bumper, in the lower part of a vehicle's outline: the top of its
+/// centre's range, as a fraction of the box's height (loose boxes and the search margin lift it).
+const VANITY_TOP: f32 = 0.4;
+
+/// Keep a vehicle's serial reads, and a text of one kind (all letters or all digits) only as its
+/// vanity plate: where none of its lines reads as a serial, the most plate-like one of
+/// [`VANITY_LEN`] characters whose centre is low on the vehicle (`rows` is the searched region's
+/// top and bottom). A vehicle carries one plate, so where a serial is in view, words beside it
+/// are its frame, badge or state name.
+fn admit_vanity(reads: &mut Vec<PlateRead>, (top, bottom): (u32, u32)) {
+    let mut vanity = !reads.iter().any(|r| r.text.is_serial());
+    reads.retain(|r| {
+        if r.text.is_serial() {
+            return true;
+        }
+        let [_, y1, _, y2] = r.bbox();
+        let low = (y1 + y2) / 2.0 >= top as f32 + VANITY_TOP * bottom.saturating_sub(top) as f32;
+        let admit = vanity && low && VANITY_LEN.contains(&r.text.text.len());
+        // Reads come most plate-like first; the first that fits is the vehicle's one plate.
+        vanity &= !admit;
+        admit
+    });
+}
+
 /// The probability above which a character a grown box adds at the end of a line is believed.
 const SURE_EDGE: f32 = 0.8;
 
-/// One line's reads, pooled. First the text's extent: each read votes for its own text, and for
+/// One line's reads, pooled. A line that reads as a serial in any crop is a serial: its reads of
+/// one kind are the same line with a glyph shaved off or misread (`781601` of `L781601`), and do
+/// not vote. Then the text's extent: each read votes for its own text, and for
 /// any longer read that contains it and whose extra characters at the ends are sure: a shorter
 /// read inside it is the same line with a character shaved off by a tight box. The most voted
 /// text (ties to the more plate-like) fixes the length. Then each character is voted among the
 /// reads of that length that differ from it in at most a third of their characters, by their
 /// summed probabilities: a glyph one crop misread is outvoted by the others. Each character is
 /// as sure as its surest read.
-fn pool(reads: Vec<PlateText>) -> Option<PlateText> {
+fn pool(mut reads: Vec<PlateText>) -> Option<PlateText> {
+    if reads.iter().any(PlateText::is_serial) {
+        reads.retain(PlateText::is_serial);
+    }
     let supports = |long: &PlateText, short: &PlateText| {
         if long.text == short.text {
             return true;
@@ -429,6 +469,36 @@ mod tests {
     fn text(t: &str, probs: &[f32]) -> PlateText {
         let confidence = probs.iter().copied().fold(1.0, f32::min);
         PlateText { text: t.into(), probs: probs.to_vec(), raw: t.into(), confidence, likeness: 0.5, formatted: false }
+    }
+
+    /// A read of `t` on a 100 × 20 line whose top is at `y`.
+    fn at(t: &str, y: f32) -> PlateRead {
+        PlateRead { text: text(t, &[0.99; 7]), quad: Quad([(0.0, y), (100.0, y), (100.0, y + 20.0), (0.0, y + 20.0)]) }
+    }
+
+    #[test]
+    fn a_word_is_a_vehicles_plate_only_low_on_it_and_with_no_serial_in_view() {
+        let texts = |reads: &[PlateRead]| reads.iter().map(|r| r.text.text.clone()).collect::<Vec<_>>();
+        // A serial in view: the dealer's name under it is its frame.
+        let mut reads = vec![at("ABC1234", 300.0), at("AUTOHAUS", 330.0)];
+        admit_vanity(&mut reads, (0, 400));
+        assert_eq!(texts(&reads), ["ABC1234"]);
+        // None: the first low word of plate length is the plate; a badge high up, a short word
+        // and a second word are not.
+        let mut reads =
+            vec![at("SPORTLINE", 300.0), at("CAMRY", 40.0), at("JEEP", 310.0), at("GWAGEN", 250.0), at("ROADS", 320.0)];
+        admit_vanity(&mut reads, (0, 400));
+        assert_eq!(texts(&reads), ["GWAGEN"]);
+        // The region's own top counts: the same word high in a box lower in the image is refused.
+        let mut reads = vec![at("GWAGEN", 250.0)];
+        admit_vanity(&mut reads, (200, 600));
+        assert!(reads.is_empty());
+    }
+
+    #[test]
+    fn a_line_read_as_a_serial_in_one_crop_is_a_serial() {
+        let reads = vec![text("781601", &[0.99; 6]), text("781601", &[0.99; 6]), text("L781601", &[0.7; 7])];
+        assert_eq!(pool(reads).unwrap().text, "L781601");
     }
 
     #[test]

@@ -46,7 +46,8 @@ impl StillReader<'_> {
                 plates.extend(self.reader.read(image, Some(region), Search::Vehicle, self.formats)?);
             }
         }
-        // judge() already keeps only plate-like text, so a sure read is a sure plate.
+        // The reader keeps only plates (serials, and a vehicle's vanity plate), so a sure read is a
+        // sure plate.
         if !plates.iter().any(|p| p.text.confidence >= self.min_confidence) {
             plates.extend(self.reader.read(image, None, Search::Scene, self.formats)?);
         }
