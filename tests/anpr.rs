@@ -65,8 +65,8 @@ fn bench(args: &[&str], set: &str) -> Value {
 }
 
 /// The accuracy report on the development sets, held to floors a few points under what it
-/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 98.1 %, BR under `br`
-/// 98.2 %, US with no format 84.8 %; 0.05–0.13 reads per image elsewhere than the annotated
+/// measured when written (with O/0 and I/1 as one glyph: EU under `eu` 97.2 %, BR under `br`
+/// 97.4 %, US with no format 87.6 %; 0.06–0.13 reads per image elsewhere than the annotated
 /// plate, some of them other vehicles' real plates), so a regression fails here. The EU ground
 /// truth spells seven plates' digit 0 as the letter O.
 ///

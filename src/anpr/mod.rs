@@ -328,7 +328,7 @@ fn rec_tensor(line: &RgbImage) -> (u32, Vec<f32>) {
     let w = ((REC_HEIGHT as f32 * aspect).ceil() as u32).clamp(8, 4 * REC_MIN_WIDTH);
     let width = w.max(REC_MIN_WIDTH).div_ceil(8) * 8;
     let resized = imageops::resize(line, w, REC_HEIGHT, imageops::FilterType::Triangle);
-    (width, textdet::planar_bgr(&resized, width as usize))
+    (width, textdet::planar_bgr(&resized, width as usize, [0.5; 3], [0.5; 3]))
 }
 
 /// Cut the blue country bands (EU strip, Italian year band) off a straightened plate, so their

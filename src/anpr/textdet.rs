@@ -82,21 +82,29 @@ pub fn input_size(width: u32, height: u32, min_side: u32, max_side: u32) -> (u32
     (round(w * scale), round(h * scale))
 }
 
-/// Lay out an RGB image as the model's planar BGR tensor, resized to `size`, values (x/255-0.5)/0.5.
+/// The detector's per-channel mean and deviation, in B, G, R order: PaddleOCR trains DB text
+/// detectors on BGR images normalised with ImageNet's RGB statistics taken in list order. With
+/// the recogniser's (x/255 − 0.5)/0.5 instead, the detector missed plain plates on pale cars.
+const DET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const DET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Lay out an RGB image as the detector's planar BGR tensor, resized to `size`.
 pub fn tensor(image: &RgbImage, size: (u32, u32)) -> Vec<f32> {
     let resized = imageops::resize(image, size.0, size.1, imageops::FilterType::Triangle);
-    planar_bgr(&resized, size.0 as usize)
+    planar_bgr(&resized, size.0 as usize, DET_MEAN, DET_STD)
 }
 
-/// Planar BGR floats in -1..1, `width` columns (right padding left at 0).
-pub fn planar_bgr(image: &RgbImage, width: usize) -> Vec<f32> {
+/// Planar BGR floats, (x/255 − mean)/std per plane (B, G, R), `width` columns (right padding
+/// left at 0).
+pub fn planar_bgr(image: &RgbImage, width: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let h = image.height() as usize;
     let plane = h * width;
     let mut out = vec![0f32; 3 * plane];
     for (x, y, px) in image.enumerate_pixels() {
         let i = y as usize * width + x as usize;
         for c in 0..3 {
-            out[(2 - c) * plane + i] = px[c] as f32 / 127.5 - 1.0;
+            let b = 2 - c;
+            out[b * plane + i] = (px[c] as f32 / 255.0 - mean[b]) / std[b];
         }
     }
     out
