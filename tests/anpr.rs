@@ -225,6 +225,31 @@ fn the_cli_prints_one_json_line_per_image() {
     assert!(err.contains("no-such-image.jpg"), "{err}");
 }
 
+/// Plates two mechanisms lost, read now: plain plates on pale cars, which the text detector
+/// missed when fed the recogniser's normalisation instead of the ImageNet one it was trained
+/// with, and vanity plates (letters only, digits only) on vehicles with no other serial in view.
+#[test]
+fn plain_plates_on_pale_cars_and_vanity_plates_are_read() {
+    let cases = [
+        ("openalpr-us-dev", "wts-lg-000196.jpg", "DH7X317"),
+        ("openalpr-us-dev", "wts-lg-000113.jpg", "AG4V3U"),
+        ("openalpr-eu", "eu2.jpg", "GWAGEN"),
+        ("openalpr-eu", "test_049.jpg", "KMBORAK"),
+        ("openalpr-us-dev", "wts-lg-000154.jpg", "1366026"),
+    ];
+    let paths: Vec<String> = cases.iter().map(|(set, file, _)| plates(set).join(file).display().to_string()).collect();
+    let mut args = vec!["anpr", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let (ok, out, err) = vigil(&args);
+    assert!(ok, "{err}");
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), cases.len());
+    for (line, (_, file, plate)) in lines.iter().zip(&cases) {
+        let found: Vec<&str> = line["plates"].as_array().unwrap().iter().filter_map(|p| p["plate"].as_str()).collect();
+        assert!(found.contains(plate), "{file}: {plate} not among {found:?}");
+    }
+}
+
 /// What one run of the plate video through a camera gave.
 struct PlateRun {
     dir: tempfile::TempDir,

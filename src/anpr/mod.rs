@@ -237,8 +237,8 @@ const VANITY_TOP: f32 = 0.4;
 
 /// Keep a vehicle's serial reads, and a text of one kind (all letters or all digits) only as its
 /// vanity plate: where none of its lines reads as a serial, the most plate-like one of
-/// [`VANITY_LEN`] characters whose centre is low on the vehicle (`rows` is the searched region's
-/// top and bottom). A vehicle carries one plate, so where a serial is in view, words beside it
+/// [`VANITY_LEN`] characters whose centre is low on the vehicle (`top` and `bottom` are the
+/// searched region's rows). A vehicle carries one plate, so where a serial is in view, words beside it
 /// are its frame, badge or state name.
 fn admit_vanity(reads: &mut Vec<PlateRead>, (top, bottom): (u32, u32)) {
     let mut vanity = !reads.iter().any(|r| r.text.is_serial());
