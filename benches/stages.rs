@@ -124,6 +124,22 @@ fn photo() -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
     Some((buffer, info))
 }
 
+/// `buffer` converted to I420, the format software decoders give cameras.
+fn i420(
+    buffer: &gstreamer::Buffer,
+    info: &gstreamer_video::VideoInfo,
+) -> Option<(gstreamer::Buffer, gstreamer_video::VideoInfo)> {
+    let out = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::I420, info.width(), info.height())
+        .build()
+        .ok()?;
+    let converter = gstreamer_video::VideoConverter::new(info, &out, None).ok()?;
+    let input = gstreamer_video::VideoFrame::from_buffer_readable(buffer.clone(), info).ok()?;
+    let mut output =
+        gstreamer_video::VideoFrame::from_buffer_writable(gstreamer::Buffer::with_size(out.size()).ok()?, &out).ok()?;
+    converter.frame(&input, &mut output);
+    Some((output.into_buffer(), out))
+}
+
 /// A snapshot: colour conversion and JPEG encoding of a whole photo.
 fn snapshot(c: &mut Criterion) {
     let Some((buffer, info)) = photo() else { return };
@@ -157,6 +173,11 @@ fn detector(c: &mut Criterion) {
     c.bench_function("letterbox + normalise, photo to its 416-wide canvas", |b| {
         b.iter(|| black_box(detector.letterbox(&buffer, &info, crop).unwrap()))
     });
+    if let Some((yuv, yuv_info)) = i420(&buffer, &info) {
+        c.bench_function("letterbox + normalise, the photo as a decoder's I420 frame", |b| {
+            b.iter(|| black_box(detector.letterbox(&yuv, &yuv_info, crop).unwrap()))
+        });
+    }
     let vigil::detect::Letterboxed { tensor, scale, size: (w, h) } = detector.letterbox(&buffer, &info, crop).unwrap();
     let out = batcher.infer(&[3, h as usize, w as usize], tensor).unwrap();
     let grid = yolox::grid(w, h, &[8, 16, 32]);

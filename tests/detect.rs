@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use gstreamer_video::prelude::*;
 use vigil::config::{InferenceConfig, ModelsConfig};
 use vigil::detect::Detector;
 use vigil::inference::Runtime;
@@ -55,4 +56,59 @@ fn yolox_finds_the_dog_bicycle_and_car_where_the_reference_does() {
     }
     let strong: Vec<_> = found.iter().filter(|f| f.score >= 0.5).map(|f| d.labels[f.class].as_str()).collect();
     assert_eq!(strong.len(), 3, "only the three objects score >= 0.5: {strong:?}");
+}
+
+/// The photo in `format`, converted by GStreamer (as a decoder or `videoconvert` would give it).
+fn photo_as(format: gstreamer_video::VideoFormat) -> (gstreamer::Buffer, gstreamer_video::VideoInfo) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/images/dog.jpg");
+    let img = image::open(&path).expect("../shared/images/dog.jpg").to_rgb8();
+    let (w, h) = img.dimensions();
+    vigil::ingest::init().unwrap();
+    let rgb = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::Rgb, w, h).build().unwrap();
+    let mut buffer = gstreamer::Buffer::with_size(rgb.size()).unwrap();
+    {
+        let mut frame = gstreamer_video::VideoFrameRef::from_buffer_ref_writable(buffer.make_mut(), &rgb).unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).unwrap();
+        for (dst, src) in data.chunks_mut(stride).zip(img.chunks(w as usize * 3)) {
+            dst[..src.len()].copy_from_slice(src);
+        }
+    }
+    let out = gstreamer_video::VideoInfo::builder(format, w, h).build().unwrap();
+    let converter = gstreamer_video::VideoConverter::new(&rgb, &out, None).unwrap();
+    let input = gstreamer_video::VideoFrame::from_buffer_readable(buffer, &rgb).unwrap();
+    let mut output =
+        gstreamer_video::VideoFrame::from_buffer_writable(gstreamer::Buffer::with_size(out.size()).unwrap(), &out)
+            .unwrap();
+    converter.frame(&input, &mut output);
+    (output.into_buffer(), out)
+}
+
+#[test]
+fn the_letterbox_reads_decoder_formats_as_the_same_picture() {
+    use gstreamer_video::VideoFormat::{Bgr, I420, Nv12, Rgb};
+    let d = detector();
+    let (buffer, info) = photo_as(Rgb);
+    let crops = [[0, 0, info.width(), info.height()], [101, 57, 500, 431]];
+    for crop in crops {
+        let want = d.letterbox(&buffer, &info, crop).unwrap();
+        for format in [Bgr, I420, Nv12] {
+            let (buffer, info) = photo_as(format);
+            let got = d.letterbox(&buffer, &info, crop).unwrap();
+            assert_eq!((got.size, got.scale), (want.size, want.scale));
+            // YUV keeps chroma at half resolution and rounds each sample: a few levels apart at
+            // edges, the same picture on average.
+            let diff: Vec<f32> = got.tensor.iter().zip(&want.tensor).map(|(a, b)| (a - b).abs()).collect();
+            let mean = diff.iter().sum::<f32>() / diff.len() as f32;
+            let near = diff.iter().filter(|d| **d <= 12.0).count() as f32 / diff.len() as f32;
+            assert!(
+                mean < 2.5 && near > 0.98,
+                "{format:?} crop {crop:?}: mean difference {mean:.2}, {near:.3} within 12"
+            );
+        }
+    }
+    // Padding is the model's grey, below the picture.
+    let full = d.letterbox(&buffer, &info, crops[0]).unwrap();
+    assert_eq!(full.size, (416, 320));
+    assert!(full.tensor[316 * 416..320 * 416].iter().all(|v| *v == 114.0));
 }

@@ -158,6 +158,12 @@ pub fn run(
                 }
                 if let Some(stage) = objects {
                     stage.process(&frame, &motion, t).into_iter().for_each(&mut emit);
+                    // With no frame queued there is nothing to overlap a detection with: take it
+                    // in now rather than at the next frame, which on a live camera is a frame
+                    // interval away.
+                    if rx.is_empty() {
+                        stage.settle().into_iter().for_each(&mut emit);
+                    }
                 }
                 metrics.analysed.inc();
                 preview.offer(&frame);

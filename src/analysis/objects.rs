@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -17,7 +18,7 @@ use serde_json::json;
 use super::plates::PlateStage;
 use crate::anpr::queue::ReadQueue;
 use crate::config::CameraConfig;
-use crate::detect::{Detection, Detector};
+use crate::detect::{Detection, Detector, Pending};
 use crate::events::{EventType, NewEvent};
 use crate::frame::Frame;
 use crate::geometry::inside;
@@ -51,6 +52,16 @@ struct Published {
     updates: VecDeque<f64>,
 }
 
+/// A detection out at the model, with what taking it in needs.
+struct InFlight {
+    pending: Pending,
+    frame: Frame,
+    /// Whether its frame had motion.
+    moving: bool,
+    t: f64,
+    started: Instant,
+}
+
 /// Detection, tracking and tracking events for one camera.
 pub struct ObjectStage {
     cam: CameraConfig,
@@ -67,6 +78,8 @@ pub struct ObjectStage {
     status: Arc<CameraStatus>,
     plates: Option<PlateStage>,
     failing: Throttle,
+    /// At most one detection per camera is out: tracking needs each result before the next.
+    in_flight: Option<InFlight>,
 }
 
 impl ObjectStage {
@@ -108,6 +121,7 @@ impl ObjectStage {
             status,
             plates,
             failing: Throttle::default(),
+            in_flight: None,
         })
     }
 
@@ -119,14 +133,21 @@ impl ObjectStage {
         Ok(Self { confirmed: self.confirmed, ..stage })
     }
 
-    /// Run on one frame at stream time `t`; returns the events it produced.
+    /// Run on one frame at stream time `t`; returns the events it produced. A detection is
+    /// submitted and left running: the next frames' motion goes on meanwhile, and its result is
+    /// applied by [`Self::settle`] before the next detection is decided.
     pub fn process(&mut self, frame: &Frame, motion: &Motion, t: f64) -> Vec<NewEvent> {
         let mut events = self.poll();
+        if self.in_flight.as_mut().is_some_and(|f| f.pending.ready()) {
+            events.extend(self.settle());
+        }
         // A schedule, not "time since last": the long-run rate stays at detect_fps, and timestamp
         // jitter (RTP) cannot skip a frame that is due.
         if self.next_detect.is_some_and(|due| t + SCHEDULE_SLACK < due) {
             return events;
         }
+        // Gating and the crop read the tracks, so the detection that is out comes in first.
+        events.extend(self.settle());
         self.next_detect = Some(match self.next_detect {
             Some(due) if t - due < self.interval => due + self.interval,
             _ => t + self.interval,
@@ -145,17 +166,35 @@ impl ObjectStage {
             return events;
         }
         let crop = self.crop(frame, motion, t);
-        let started = std::time::Instant::now();
-        let detected = self.detector.detect(&frame.buffer, &frame.info, crop, DETECT_FLOOR);
-        self.status.inference(started.elapsed());
-        let found = match detected {
-            Ok(found) => found,
+        let started = Instant::now();
+        match self.detector.submit(&frame.buffer, &frame.info, crop, DETECT_FLOOR) {
+            Ok(pending) => {
+                self.in_flight =
+                    Some(InFlight { pending, frame: frame.clone(), moving: !motion.is_empty(), t, started })
+            }
+            Err(e) => self.failing.warn(format_args!("detection failed: {e}")),
+        }
+        events
+    }
+
+    /// Take in the detection that is out, waiting for it if need be: track, publish, and hand
+    /// vehicles to the plate reader, all on the frame it was made on.
+    pub fn settle(&mut self) -> Vec<NewEvent> {
+        let Some(InFlight { pending, frame, moving, t, started }) = self.in_flight.take() else {
+            return Vec::new();
+        };
+        let found = match pending.wait(&self.detector) {
+            Ok((found, done)) => {
+                self.status.inference(done.saturating_duration_since(started));
+                found
+            }
             Err(e) => {
                 self.failing.warn(format_args!("detection failed: {e}"));
-                return events;
+                return Vec::new();
             }
         };
         self.metrics.detected.inc();
+        let frame = &frame;
         let frame_area = (frame.width() * frame.height()) as f64;
         let dets: Vec<Detection> = found
             .into_iter()
@@ -167,7 +206,7 @@ impl ObjectStage {
             .collect();
         let classes = &self.classes;
         let changes = self.tracker.update(&dets, |c| threshold(classes, c), t);
-        events.extend(self.events(changes, frame, t));
+        let mut events = self.events(changes, frame, t);
         events.extend(self.refresh(frame, t));
         if let Some(plates) = &mut self.plates {
             events.extend(plates.submit(frame, t));
@@ -177,7 +216,7 @@ impl ObjectStage {
                     .tracks()
                     .iter()
                     .any(|tr| !tr.confirmed && tr.last_seen == t && plates.is_vehicle(tr.class));
-                events.extend(plates.scan(frame, !motion.is_empty(), arriving, t));
+                events.extend(plates.scan(frame, moving, arriving, t));
             }
         }
         events
@@ -190,7 +229,8 @@ impl ObjectStage {
 
     /// End every track (source gone or shutting down), after the plate read that is out.
     pub fn finish(&mut self, frame: Option<&Frame>) -> Vec<NewEvent> {
-        let mut events = self.plates.as_mut().map(PlateStage::wait).unwrap_or_default();
+        let mut events = self.settle();
+        events.extend(self.plates.as_mut().map(PlateStage::wait).unwrap_or_default());
         let changes = self.tracker.drain();
         for change in changes {
             if let Change::Ended(track) = &change

@@ -57,7 +57,7 @@ impl Models {
     /// Load ONNX Runtime, the plate models and (unless dedicated) the vehicle detector.
     pub fn load(options: &Options) -> anyhow::Result<Self> {
         // One image at a time: the detector gets the one-camera setting.
-        let inference = vigil::inference::sized_for(&InferenceConfig::default(), 1);
+        let inference = vigil::inference::for_one_caller(&InferenceConfig::default());
         let models = ModelsConfig { dir: options.models.clone(), ..ModelsConfig::default() };
         let runtime = Runtime::load(&inference)?;
         let metrics = Arc::new(Metrics::new());

@@ -267,10 +267,10 @@ pub struct InferenceConfig {
     /// second, and their spinning took CPU from the detector).
     #[serde(default)]
     pub spinning: Option<bool>,
-    /// Sessions of the detector, each on its own thread, serving one queue. Default 0: one
-    /// session when the config has fewer detecting cameras than cores, else one per core (up to
-    /// 8). N single-threaded sessions used 2 cores better than one 2-thread session at 4 and 8
-    /// cameras, and worse at one (README "Performance").
+    /// Sessions of the detector, each on its own thread, serving one queue. Default 0: one per
+    /// core (up to 8). Single-threaded sessions used 2 cores better than one 2-thread session at
+    /// 1, 4 and 8 cameras once cameras stopped waiting for their detections (README
+    /// "Performance").
     #[serde(default)]
     pub sessions: usize,
     /// Most requests run as one call. Default 8.

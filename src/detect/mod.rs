@@ -1,18 +1,21 @@
 //! Detection: object detection with a YOLO-style model from the manifest, run through the shared
 //! inference service.
 //!
-//! Preprocessing (crop, letterbox, colour conversion) uses GStreamer's video converter straight
-//! from the decoder's I420/NV12 buffer, so only the pixels the model sees are ever converted.
+//! Preprocessing (crop, letterbox, colour conversion) reads the decoder's I420/NV12 buffer in
+//! one pass ([`resample`]), so only the pixels the model sees are ever converted.
 //! A frame or crop is scaled as for the model's training size (416 × 416 for YOLOX: its longer
 //! side to 416), and when the model takes other sizes the canvas is only as large as the scaled
 //! picture, rounded up to the largest stride: a 16:9 frame is 416 × 256 instead of 416 × 416, and
 //! the padding it drops cost as much compute as picture.
-//! Decoding and NMS run on the caller's thread ([`yolox`]).
+//! Decoding and NMS run on the caller's thread ([`yolox`]). [`Detector::submit`] queues a frame
+//! and returns, so a camera can go on with its next frames while the model runs.
 
+mod resample;
 pub mod yolox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
@@ -20,7 +23,7 @@ use gstreamer_video::prelude::*;
 
 use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::Manifest;
-use crate::inference::{Batcher, InferenceError, Runtime, Workload};
+use crate::inference::{Batcher, InferenceError, Runtime, Ticket, Workload};
 use crate::metrics::Metrics;
 
 /// One detected object, in frame pixels.
@@ -40,6 +43,37 @@ pub struct Letterboxed {
     pub scale: f32,
     /// The canvas: the model input's width and height.
     pub size: (u32, u32),
+}
+
+/// A detection submitted to the model and not yet collected.
+pub struct Pending {
+    ticket: Ticket,
+    size: (u32, u32),
+    scale: f32,
+    offset: (f32, f32),
+    limits: (f32, f32),
+    min_score: f32,
+}
+
+impl Pending {
+    /// Whether the model has answered (or failed); never waits.
+    pub fn ready(&mut self) -> bool {
+        self.ticket.ready()
+    }
+
+    /// The detections in frame pixels, waiting for the model if need be, and when its call
+    /// returned.
+    pub fn wait(self, detector: &Detector) -> Result<(Vec<Detection>, Instant), InferenceError> {
+        let out = self.ticket.wait()?;
+        let grid = detector.grid(self.size.0, self.size.1);
+        let rows = out.shape.first().copied().unwrap_or(0);
+        if rows != grid.len() {
+            return Err(InferenceError::Run(format!("detector gave {rows} rows, expected {}", grid.len())));
+        }
+        let (labels, iou) = (detector.labels.len(), detector.nms_iou);
+        let found = yolox::decode(&out.data, &grid, labels, self.scale, self.offset, self.limits, self.min_score, iou);
+        Ok((found, out.done))
+    }
 }
 
 /// The anchors of one input size.
@@ -122,17 +156,29 @@ impl Detector {
         crop: Option<[u32; 4]>,
         min_score: f32,
     ) -> Result<Vec<Detection>, InferenceError> {
+        self.submit(buffer, info, crop, min_score)?.wait(self).map(|(found, _)| found)
+    }
+
+    /// [`Self::detect`] without waiting: the frame is laid out and queued for the model, and the
+    /// returned [`Pending`] gives the detections once they are in.
+    pub fn submit(
+        &self,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        crop: Option<[u32; 4]>,
+        min_score: f32,
+    ) -> Result<Pending, InferenceError> {
         let crop = crop.unwrap_or([0, 0, info.width(), info.height()]);
         let Letterboxed { tensor, scale, size: (w, h) } = self.letterbox(buffer, info, crop)?;
-        let out = self.batcher.infer(&[3, h as usize, w as usize], tensor)?;
-        let grid = self.grid(w, h);
-        let rows = out.shape.first().copied().unwrap_or(0);
-        if rows != grid.len() {
-            return Err(InferenceError::Run(format!("detector gave {rows} rows, expected {}", grid.len())));
-        }
-        let offset = (crop[0] as f32, crop[1] as f32);
-        let limits = (info.width() as f32, info.height() as f32);
-        Ok(yolox::decode(&out.data, &grid, self.labels.len(), scale, offset, limits, min_score, self.nms_iou))
+        let ticket = self.batcher.submit(&[3, h as usize, w as usize], tensor)?;
+        Ok(Pending {
+            ticket,
+            size: (w, h),
+            scale,
+            offset: (crop[0] as f32, crop[1] as f32),
+            limits: (info.width() as f32, info.height() as f32),
+            min_score,
+        })
     }
 
     /// The anchor grid of a `w` × `h` input.
@@ -190,55 +236,28 @@ impl Detector {
     }
 
     /// Crop, scale (keeping aspect) into the top-left of a padded canvas (see [`Self::canvas`]),
-    /// and lay out as planar BGR floats 0–255.
+    /// and lay out as planar BGR floats 0–255 ([`resample`]).
     pub fn letterbox(
         &self,
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,
         crop: [u32; 4],
     ) -> Result<Letterboxed, InferenceError> {
-        let err = |what: &str| InferenceError::Run(format!("letterbox: {what}"));
+        let err = |what: String| InferenceError::Run(format!("letterbox: {what}"));
+        let crop = [
+            crop[0].min(info.width().saturating_sub(1)),
+            crop[1].min(info.height().saturating_sub(1)),
+            crop[2].min(info.width()),
+            crop[3].min(info.height()),
+        ];
         let (cw, ch) = (crop[2].saturating_sub(crop[0]).max(1), crop[3].saturating_sub(crop[1]).max(1));
+        let crop = [crop[0], crop[1], crop[0] + cw, crop[1] + ch];
         let (scale, (dw, dh), (w, h)) = self.canvas(cw, ch);
-        let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, w, h)
-            .fps(info.fps())
-            .build()
-            .map_err(|_| err("output format"))?;
-        let mut config = gst_video::VideoConverterConfig::new();
-        config.set_src_x(crop[0] as i32);
-        config.set_src_y(crop[1] as i32);
-        config.set_src_width(Some(cw as i32));
-        config.set_src_height(Some(ch as i32));
-        config.set_dest_x(0);
-        config.set_dest_y(0);
-        config.set_dest_width(Some(dw));
-        config.set_dest_height(Some(dh));
-        config.set_fill_border(true);
-        let p = self.pad as u32;
-        config.set_border_argb(0xff00_0000 | (p << 16) | (p << 8) | p);
-        // Two taps: plain bilinear sampling like the OpenCV resize the model was trained with, not
-        // GStreamer's widened anti-aliasing filter (which shifts scores and boxes).
-        config.set_resampler_method(gst_video::VideoResamplerMethod::Linear);
-        config.set_resampler_taps(2);
-        config.set_threads(1);
-        let converter = gst_video::VideoConverter::new(info, &out_info, Some(config)).map_err(|_| err("converter"))?;
-        let input = gst_video::VideoFrame::from_buffer_readable(buffer.clone(), info).map_err(|_| err("map input"))?;
-        let out = gst::Buffer::with_size(out_info.size()).map_err(|_| err("alloc"))?;
-        let mut output = gst_video::VideoFrame::from_buffer_writable(out, &out_info).map_err(|_| err("map output"))?;
-        converter.frame(&input, &mut output);
-        let stride = output.plane_stride()[0] as usize;
-        let data = output.plane_data(0).map_err(|_| err("read output"))?;
-        let plane = (w * h) as usize;
-        let mut tensor = vec![0f32; 3 * plane];
-        for y in 0..h as usize {
-            let row = &data[y * stride..y * stride + w as usize * 3];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                let i = y * w as usize + x;
-                tensor[i] = px[0] as f32;
-                tensor[plane + i] = px[1] as f32;
-                tensor[2 * plane + i] = px[2] as f32;
-            }
-        }
+        let frame = gst_video::VideoFrame::from_buffer_readable(buffer.clone(), info)
+            .map_err(|_| err("cannot map the frame".into()))?;
+        let source = resample::Source::of(&frame)
+            .ok_or_else(|| err(format!("frames in {:?} are not supported", info.format())))?;
+        let tensor = source.letterbox(crop, (dw as usize, dh as usize), (w as usize, h as usize), self.pad);
         Ok(Letterboxed { tensor, scale, size: (w, h) })
     }
 }

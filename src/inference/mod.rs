@@ -7,7 +7,7 @@
 //! `max_batch` or until `batch_window_ms` after the first, and runs them as one call. Several
 //! sessions of one thread each use the cores better than one session of several threads, whose
 //! threads wait on each other at every operator; one session of several threads is quicker for a
-//! lone caller. Callers must not hold locks while waiting: a request takes one model call's time.
+//! lone caller that waits for each answer. Callers must not hold locks while waiting: a request takes one model call's time.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -97,17 +97,13 @@ impl Workload {
     }
 }
 
-/// `cfg` with the detector's sessions decided for `cameras` cameras, where it leaves them to
-/// vigil. A camera has one detection in flight at a time, so fewer cameras than cores get one
-/// session with a thread per core (which spin: a lone camera's calls come back to back); more get
-/// one single-threaded session per core, whose calls run side by side without waiting on each
-/// other's threads.
-pub fn sized_for(cfg: &InferenceConfig, cameras: usize) -> InferenceConfig {
-    let sessions = match cfg.sessions {
-        0 if cameras < cores() => 1,
-        _ => Workload::Frames.sessions(cfg),
-    };
-    InferenceConfig { sessions, ..cfg.clone() }
+/// `cfg` for one caller that waits for each answer (`vigil anpr` on stills), where it leaves the
+/// detector's sessions to vigil: one session with a thread per core, so a lone call uses them
+/// all. Cameras keep one single-threaded session per core: each submits its detection and goes
+/// on with its next frames, so decoding and motion run on the other cores meanwhile, and calls
+/// from several cameras run side by side without waiting on each other's threads.
+pub fn for_one_caller(cfg: &InferenceConfig) -> InferenceConfig {
+    InferenceConfig { sessions: cfg.sessions.max(1), ..cfg.clone() }
 }
 
 /// Most detector sessions vigil opens on its own: past this, more sessions only add memory.
@@ -201,6 +197,8 @@ fn library_path(cfg: &InferenceConfig) -> PathBuf {
 pub struct Output {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+    /// When the model call that produced it returned.
+    pub done: Instant,
 }
 
 struct Request {
@@ -246,32 +244,58 @@ impl Batcher {
 
     /// Run one item (`shape` without the batch dimension) and wait for its output.
     pub fn infer(&self, shape: &[usize], data: Vec<f32>) -> Result<Output, InferenceError> {
-        self.infer_many(vec![(shape.to_vec(), data)]).pop().unwrap_or(Err(InferenceError::Stopped))
+        self.submit(shape, data)?.wait()
+    }
+
+    /// Queue one item and return at once; its [`Ticket`] gives the output when it is ready, so
+    /// the caller can go on with other work while the model runs.
+    pub fn submit(&self, shape: &[usize], data: Vec<f32>) -> Result<Ticket, InferenceError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx.send(Request { shape: shape.to_vec(), data, reply }).map_err(|_| InferenceError::Stopped)?;
+        Ok(Ticket { rx, answer: None, deadline: Instant::now() + self.timeout, timeout: self.timeout })
     }
 
     /// Submit several items at once (so they can share calls) and wait for all, in order. Items
     /// not answered within the timeout (a hung or swamped model) fail with
     /// [`InferenceError::Timeout`]; their late answers are dropped.
     pub fn infer_many(&self, items: Vec<(Vec<usize>, Vec<f32>)>) -> Vec<Result<Output, InferenceError>> {
-        let deadline = Instant::now() + self.timeout;
-        let pending: Vec<_> = items
-            .into_iter()
-            .map(|(shape, data)| {
-                let (reply, rx) = mpsc::sync_channel(1);
-                self.tx.send(Request { shape, data, reply }).map(|_| rx)
-            })
-            .collect();
-        pending
-            .into_iter()
-            .map(|rx| {
-                let rx = rx.map_err(|_| InferenceError::Stopped)?;
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(answer) => answer,
-                    Err(RecvTimeoutError::Timeout) => Err(InferenceError::Timeout(self.timeout.as_secs_f64())),
-                    Err(RecvTimeoutError::Disconnected) => Err(InferenceError::Stopped),
-                }
-            })
-            .collect()
+        let tickets: Vec<_> = items.into_iter().map(|(shape, data)| self.submit(&shape, data)).collect();
+        tickets.into_iter().map(|t| t.and_then(Ticket::wait)).collect()
+    }
+}
+
+/// One submitted item's claim on its output.
+pub struct Ticket {
+    rx: mpsc::Receiver<Result<Output, InferenceError>>,
+    /// The answer, once [`Ticket::ready`] has seen it.
+    answer: Option<Result<Output, InferenceError>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Ticket {
+    /// Whether the output is in (or the item has failed); never waits.
+    pub fn ready(&mut self) -> bool {
+        if self.answer.is_none() {
+            self.answer = match self.rx.try_recv() {
+                Ok(answer) => Some(answer),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => Some(Err(InferenceError::Stopped)),
+            };
+        }
+        self.answer.is_some()
+    }
+
+    /// The output, waiting for it until the deadline set at submission.
+    pub fn wait(self) -> Result<Output, InferenceError> {
+        if let Some(answer) = self.answer {
+            return answer;
+        }
+        match self.rx.recv_timeout(self.deadline.saturating_duration_since(Instant::now())) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => Err(InferenceError::Timeout(self.timeout.as_secs_f64())),
+            Err(RecvTimeoutError::Disconnected) => Err(InferenceError::Stopped),
+        }
     }
 }
 
@@ -304,10 +328,10 @@ fn serve(
         // Items of different shapes (e.g. OCR line widths) cannot share a call.
         while !batch.is_empty() {
             let shape = batch[0].shape.clone();
-            let (same, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.shape == shape);
+            let (mut same, rest): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.shape == shape);
             batch = rest;
             let started = Instant::now();
-            let result = run(&mut session, &input, &shape, &same);
+            let result = run(&mut session, &input, &shape, &mut same);
             metrics.inference_observed(model, same.len(), started.elapsed());
             match result {
                 Ok(outputs) => {
@@ -325,15 +349,27 @@ fn serve(
     }
 }
 
-fn run(session: &mut Session, input: &str, shape: &[usize], items: &[Request]) -> Result<Vec<Output>, InferenceError> {
+fn run(
+    session: &mut Session,
+    input: &str,
+    shape: &[usize],
+    items: &mut [Request],
+) -> Result<Vec<Output>, InferenceError> {
     let run_err = |e: ort::Error| InferenceError::Run(e.to_string());
     let n = items.len();
     let mut full_shape = vec![n];
     full_shape.extend_from_slice(shape);
-    let mut data = Vec::with_capacity(items.iter().map(|r| r.data.len()).sum());
-    for r in items {
-        data.extend_from_slice(&r.data);
-    }
+    // A lone item's tensor moves into the call; a batch is laid end to end.
+    let data = match items {
+        [one] => std::mem::take(&mut one.data),
+        _ => {
+            let mut data = Vec::with_capacity(items.iter().map(|r| r.data.len()).sum());
+            for r in items.iter() {
+                data.extend_from_slice(&r.data);
+            }
+            data
+        }
+    };
     let tensor = Tensor::from_array((full_shape, data)).map_err(run_err)?;
     let outputs = session.run(ort::inputs![input => tensor]).map_err(run_err)?;
     let (out_shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(run_err)?;
@@ -342,5 +378,6 @@ fn run(session: &mut Session, input: &str, shape: &[usize], items: &[Request]) -
         return Err(InferenceError::Run(format!("output batch {dims:?} for {n} inputs")));
     }
     let per = values.len() / n;
-    Ok(values.chunks(per).map(|c| Output { shape: dims[1..].to_vec(), data: c.to_vec() }).collect())
+    let done = Instant::now();
+    Ok(values.chunks(per).map(|c| Output { shape: dims[1..].to_vec(), data: c.to_vec(), done }).collect())
 }

@@ -76,7 +76,7 @@ pub fn thread_counts() -> Vec<usize> {
 /// Sweep the detector's settings on `frames` (`config`'s models and library).
 pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::Result<Limits> {
     let frames = Arc::new(frames.to_vec());
-    let own: Vec<_> = CALLERS.iter().map(|&c| effective(&config.inference, c)).collect();
+    let own: Vec<_> = CALLERS.iter().map(|_| effective(&config.inference)).collect();
     let mut best: Vec<Setting> = Vec::new();
     let mut configured = Vec::new();
     let cores = vigil::inference::cores();
@@ -114,11 +114,10 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
     Ok(Limits { decode_fps, best, configured })
 }
 
-/// The (sessions, threads, spinning) the detector runs with under `cfg` for `cameras` cameras.
-fn effective(cfg: &InferenceConfig, cameras: usize) -> (usize, usize, bool) {
-    let cfg = vigil::inference::sized_for(cfg, cameras);
-    let threads = Workload::Frames.threads(&cfg);
-    (Workload::Frames.sessions(&cfg), threads, threads > 1 && Workload::Frames.spins(&cfg))
+/// The (sessions, threads, spinning) the pipeline's detector runs with under `cfg`.
+fn effective(cfg: &InferenceConfig) -> (usize, usize, bool) {
+    let threads = Workload::Frames.threads(cfg);
+    (Workload::Frames.sessions(cfg), threads, threads > 1 && Workload::Frames.spins(cfg))
 }
 
 fn measure(

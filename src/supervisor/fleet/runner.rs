@@ -94,15 +94,12 @@ impl Runner {
             self.registry.remove(&id);
             self.set_ids(&running);
         }
-        // The detector's sessions are sized for the cameras wanted when it loads (the config's
-        // `cameras` are empty here: the fleet owns them).
-        let detecting = wanted.values().filter(|c| c.detection.enabled).count();
         let mut failures = Failures::new();
         for (id, cam) in wanted {
             if running.contains_key(&id) {
                 continue;
             }
-            match self.launch(cam, events.clone(), detecting).await {
+            match self.launch(cam, events.clone()).await {
                 Ok(r) => {
                     running.insert(id, r);
                     self.set_ids(&running);
@@ -120,15 +117,10 @@ impl Runner {
     }
 
     /// Start `cam`.
-    async fn launch(
-        &self,
-        cam: CameraConfig,
-        events: Option<mpsc::Sender<NewEvent>>,
-        detecting: usize,
-    ) -> Result<Running, FleetError> {
+    async fn launch(&self, cam: CameraConfig, events: Option<mpsc::Sender<NewEvent>>) -> Result<Running, FleetError> {
         let events = events.ok_or(FleetError::Stopping)?;
         let status = self.registry.add(&cam.id, self.metrics.camera(&cam.id));
-        let objects = match self.objects(&cam, status.clone(), detecting).await {
+        let objects = match self.objects(&cam, status.clone()).await {
             Ok(objects) => objects,
             Err(e) => {
                 self.registry.remove(&cam.id);
@@ -143,12 +135,7 @@ impl Runner {
     }
 
     /// The camera's object stage, loading the models on first use.
-    async fn objects(
-        &self,
-        cam: &CameraConfig,
-        status: Arc<CameraStatus>,
-        detecting: usize,
-    ) -> Result<Option<ObjectStage>, FleetError> {
+    async fn objects(&self, cam: &CameraConfig, status: Arc<CameraStatus>) -> Result<Option<ObjectStage>, FleetError> {
         if !cam.detection.enabled {
             return Ok(None);
         }
@@ -156,7 +143,7 @@ impl Runner {
             (self.models.clone(), self.settings.clone(), self.metrics.clone(), cam.anpr.enabled);
         let (detector, plates) = tokio::task::spawn_blocking(move || {
             let mut models = models.lock().unwrap_or_else(|p| p.into_inner());
-            models.load(&settings, anpr, detecting, metrics)
+            models.load(&settings, anpr, metrics)
         })
         .await
         .map_err(|e| FleetError::Models(e.to_string()))??;
@@ -174,21 +161,17 @@ struct Models {
 }
 
 impl Models {
-    /// The detector (its sessions sized for `detecting` cameras), and the plate reader when
-    /// `anpr`; each loaded once.
+    /// The detector, and the plate reader when `anpr`; each loaded once.
     fn load(
         &mut self,
         settings: &Config,
         anpr: bool,
-        detecting: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Detector>, Option<ReadQueue>), FleetError> {
         let failed = |what: &str, e: &dyn std::fmt::Display| FleetError::Models(format!("{what}: {e}"));
         let runtime = Runtime::load(&settings.inference).map_err(|e| failed("loading ONNX Runtime", &e))?;
         if self.detector.is_none() {
-            let inference = crate::inference::sized_for(&settings.inference, detecting);
-            let runtime = Runtime::load(&inference).map_err(|e| failed("loading ONNX Runtime", &e))?;
-            let d = Detector::load(&settings.models, &runtime, &inference, metrics.clone())
+            let d = Detector::load(&settings.models, &runtime, &settings.inference, metrics.clone())
                 .map_err(|e| failed("loading the object detector", &e))?;
             self.detector = Some(Arc::new(d));
         }
