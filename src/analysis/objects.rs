@@ -34,8 +34,33 @@ const DETECT_FLOOR: f32 = 0.1;
 const CROP_MAX_AREA: f32 = 0.5;
 /// Seconds early a frame may be and still take a scheduled detection.
 const SCHEDULE_SLACK: f64 = 0.005;
+/// Detections a camera may have out at once: one at the model while the next is laid out and
+/// queued, so a session never waits on the camera.
+const MAX_IN_FLIGHT: usize = 2;
 /// A snapshot is replaced when the score improves by this much.
 const BETTER_SNAPSHOT: f32 = 0.1;
+
+/// A padded crop of `frame` around `boxes`, or `None` for the whole frame. Widening any box only
+/// ever widens the crop.
+fn crop_around(frame: &Frame, boxes: impl Iterator<Item = [f32; 4]>) -> Option<[u32; 4]> {
+    let (fw, fh) = (frame.width() as f32, frame.height() as f32);
+    let [x1, y1, x2, y2] = boxes.fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |u, b| {
+        [u[0].min(b[0]), u[1].min(b[1]), u[2].max(b[2]), u[3].max(b[3])]
+    });
+    if x1 >= x2 || y1 >= y2 {
+        return None;
+    }
+    // Pad by a third of the region (objects extend past their moving parts), and never crop
+    // below the model's input size, where upscaling would only blur.
+    let (w, h) = (((x2 - x1) * 1.66).max(416.0).min(fw), ((y2 - y1) * 1.66).max(416.0).min(fh));
+    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+    let left = (cx - w / 2.0).clamp(0.0, fw - w);
+    let top = (cy - h / 2.0).clamp(0.0, fh - h);
+    if w * h > CROP_MAX_AREA * fw * fh {
+        return None;
+    }
+    Some([left as u32, top as u32, (left + w) as u32, (top + h) as u32])
+}
 
 /// What has been published about one confirmed track.
 struct Published {
@@ -78,8 +103,8 @@ pub struct ObjectStage {
     status: Arc<CameraStatus>,
     plates: Option<PlateStage>,
     failing: Throttle,
-    /// At most one detection per camera is out: tracking needs each result before the next.
-    in_flight: Option<InFlight>,
+    /// Detections out at the model, oldest first, taken in in order.
+    in_flight: VecDeque<InFlight>,
 }
 
 impl ObjectStage {
@@ -121,7 +146,7 @@ impl ObjectStage {
             status,
             plates,
             failing: Throttle::default(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -134,20 +159,29 @@ impl ObjectStage {
     }
 
     /// Run on one frame at stream time `t`; returns the events it produced. A detection is
-    /// submitted and left running: the next frames' motion goes on meanwhile, and its result is
-    /// applied by [`Self::settle`] before the next detection is decided.
+    /// submitted and left running: the next frames' motion goes on meanwhile, and results are
+    /// applied in order (see [`Self::settle`]).
     pub fn process(&mut self, frame: &Frame, motion: &Motion, t: f64) -> Vec<NewEvent> {
         let mut events = self.poll();
-        if self.in_flight.as_mut().is_some_and(|f| f.pending.ready()) {
-            events.extend(self.settle());
+        while self.in_flight.front_mut().is_some_and(|f| f.pending.ready()) {
+            events.extend(self.take_in_oldest());
         }
         // A schedule, not "time since last": the long-run rate stays at detect_fps, and timestamp
         // jitter (RTP) cannot skip a frame that is due.
         if self.next_detect.is_some_and(|due| t + SCHEDULE_SLACK < due) {
             return events;
         }
-        // Gating and the crop read the tracks, so the detection that is out comes in first.
-        events.extend(self.settle());
+        // Gating and the crop read the tracks, so the detections that are out come in first,
+        // unless this decision cannot depend on them: a frame with motion is detected whatever
+        // the tracks, and moving tracks only widen the crop, so when its motion alone already
+        // calls for the whole frame the outcome is the same either way.
+        let regions = motion.regions.iter().map(|r| r.map(|v| v as f32));
+        if motion.is_empty() || crop_around(frame, regions).is_some() {
+            events.extend(self.settle());
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            events.extend(self.take_in_oldest());
+        }
         self.next_detect = Some(match self.next_detect {
             Some(due) if t - due < self.interval => due + self.interval,
             _ => t + self.interval,
@@ -168,19 +202,31 @@ impl ObjectStage {
         let crop = self.crop(frame, motion, t);
         let started = Instant::now();
         match self.detector.submit(&frame.buffer, &frame.info, crop, DETECT_FLOOR) {
-            Ok(pending) => {
-                self.in_flight =
-                    Some(InFlight { pending, frame: frame.clone(), moving: !motion.is_empty(), t, started })
-            }
+            Ok(pending) => self.in_flight.push_back(InFlight {
+                pending,
+                frame: frame.clone(),
+                moving: !motion.is_empty(),
+                t,
+                started,
+            }),
             Err(e) => self.failing.warn(format_args!("detection failed: {e}")),
         }
         events
     }
 
-    /// Take in the detection that is out, waiting for it if need be: track, publish, and hand
-    /// vehicles to the plate reader, all on the frame it was made on.
+    /// Take in every detection that is out, in order, waiting for them if need be.
     pub fn settle(&mut self) -> Vec<NewEvent> {
-        let Some(InFlight { pending, frame, moving, t, started }) = self.in_flight.take() else {
+        let mut events = Vec::new();
+        while !self.in_flight.is_empty() {
+            events.extend(self.take_in_oldest());
+        }
+        events
+    }
+
+    /// Take in the oldest detection that is out, waiting for it if need be: track, publish, and
+    /// hand vehicles to the plate reader, all on the frame it was made on.
+    fn take_in_oldest(&mut self) -> Vec<NewEvent> {
+        let Some(InFlight { pending, frame, moving, t, started }) = self.in_flight.pop_front() else {
             return Vec::new();
         };
         let found = match pending.wait(&self.detector) {
@@ -250,28 +296,12 @@ impl ObjectStage {
 
     /// A padded crop around motion and moving tracks, or `None` for the whole frame.
     fn crop(&self, frame: &Frame, motion: &Motion, t: f64) -> Option<[u32; 4]> {
-        let (fw, fh) = (frame.width() as f32, frame.height() as f32);
         let boxes = motion
             .regions
             .iter()
             .map(|r| r.map(|v| v as f32))
             .chain(self.tracker.tracks().iter().filter(|tr| !tr.stationary).map(|tr| tr.predicted(t)));
-        let [x1, y1, x2, y2] = boxes.fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |u, b| {
-            [u[0].min(b[0]), u[1].min(b[1]), u[2].max(b[2]), u[3].max(b[3])]
-        });
-        if x1 >= x2 || y1 >= y2 {
-            return None;
-        }
-        // Pad by a third of the region (objects extend past their moving parts), and never crop
-        // below the model's input size, where upscaling would only blur.
-        let (w, h) = (((x2 - x1) * 1.66).max(416.0).min(fw), ((y2 - y1) * 1.66).max(416.0).min(fh));
-        let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
-        let left = (cx - w / 2.0).clamp(0.0, fw - w);
-        let top = (cy - h / 2.0).clamp(0.0, fh - h);
-        if w * h > CROP_MAX_AREA * fw * fh {
-            return None;
-        }
-        Some([left as u32, top as u32, (left + w) as u32, (top + h) as u32])
+        crop_around(frame, boxes)
     }
 
     fn label(&self, class: usize) -> String {
