@@ -112,3 +112,45 @@ fn the_letterbox_reads_decoder_formats_as_the_same_picture() {
     assert_eq!(full.size, (416, 320));
     assert!(full.tensor[316 * 416..320 * 416].iter().all(|v| *v == 114.0));
 }
+
+/// The letterboxed picture is what OpenCV's `INTER_LINEAR` resize, the model's training
+/// preprocessing, makes of the same pixels, run in the reference pipeline's own Python.
+#[test]
+fn the_letterbox_is_opencvs_resize() {
+    let python = std::env::var("VIGIL_TEST_REFERENCE_PYTHON")
+        .expect("VIGIL_TEST_REFERENCE_PYTHON names the reference's Python (scripts/test sets it)");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/images/dog.jpg");
+    let rgb = image::open(&path).expect("../shared/images/dog.jpg").to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let (buffer, info) = photo_as(gstreamer_video::VideoFormat::Rgb);
+    let lb = detector().letterbox(&buffer, &info, [0, 0, w, h]).unwrap();
+    let (dw, dh) = ((w as f32 * lb.scale).round() as usize, (h as f32 * lb.scale).round() as usize);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("rgb.raw"), dir.path().join("bgr.raw"));
+    std::fs::write(&input, rgb.as_raw()).unwrap();
+    let script = format!(
+        "import cv2, numpy as np\n\
+         img = np.fromfile('{}', np.uint8).reshape({h}, {w}, 3)[:, :, ::-1]\n\
+         cv2.resize(np.ascontiguousarray(img), ({dw}, {dh}), interpolation=cv2.INTER_LINEAR).tofile('{}')\n",
+        input.display(),
+        output.display()
+    );
+    let run = std::process::Command::new(&python).args(["-c", &script]).output().expect("run the reference's Python");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let cv = std::fs::read(&output).unwrap();
+    assert_eq!(cv.len(), dw * dh * 3);
+    let (cw, ch) = (lb.size.0 as usize, lb.size.1 as usize);
+    let mut diffs = Vec::with_capacity(cv.len());
+    for y in 0..dh {
+        for x in 0..dw {
+            for c in 0..3 {
+                let ours = lb.tensor[c * cw * ch + y * cw + x];
+                diffs.push((ours - cv[(y * dw + x) * 3 + c] as f32).abs());
+            }
+        }
+    }
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    let worst = diffs.iter().copied().fold(0.0, f32::max);
+    // OpenCV interpolates 8-bit images in fixed point; a level apart at most.
+    assert!(mean < 0.25 && worst <= 1.0, "mean {mean:.3}, worst {worst} levels from cv2.resize");
+}
