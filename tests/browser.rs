@@ -328,10 +328,16 @@ async fn the_plates_section_finds_reads_by_prefix() {
     assert_eq!(view[3], json!(f[5]));
     driver.screenshot("event.png").await;
     driver.script("document.querySelector('#event-view .close').click()").await;
-    assert_eq!(
-        driver.script("return [document.querySelector('#event-view').open, location.hash]").await,
-        json!([false, ""])
-    );
+    // The dialog's `close` event, which clears the address, is queued as a task after the click.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = driver.script("return [document.querySelector('#event-view').open, location.hash]").await;
+        if got == json!([false, ""]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "closing the event left {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     driver
         .script("const i = document.querySelector('#plates-search input[name=plate]'); i.value = 'wa5'; i.dispatchEvent(new Event('input'));")
