@@ -4,7 +4,8 @@
 use image::RgbImage;
 
 use super::{PlateRead, PlateReader, Search};
-use crate::detect::Detector;
+use crate::detect::{Detection, Detector};
+use crate::geometry::iou;
 use crate::inference::InferenceError;
 
 /// Lowest score for a vehicle box to be searched.
@@ -12,6 +13,11 @@ const VEHICLE_SCORE: f32 = 0.3;
 /// Vehicle boxes are searched with this much margin, as a fraction of their size: plates sit at
 /// the box edge and boxes are loose.
 const VEHICLE_MARGIN: f32 = 0.05;
+
+/// Vehicle boxes that overlap this much (intersection over union) are one vehicle under two
+/// labels: the detector suppresses overlaps per class, so a van is often boxed as both a car and
+/// a truck, and two vehicles in one photo are never framed that alike.
+const SAME_VEHICLE: f32 = 0.7;
 
 /// Reads plates in stills.
 pub struct StillReader<'a> {
@@ -31,18 +37,7 @@ impl StillReader<'_> {
         let mut plates: Vec<PlateRead> = Vec::new();
         if let Some((detector, classes)) = &self.vehicles {
             let (w, h) = image.dimensions();
-            for d in detector.detect_rgb(image.as_raw(), w, h, VEHICLE_SCORE)? {
-                if !classes.contains(&d.class) {
-                    continue;
-                }
-                let [x1, y1, x2, y2] = d.bbox;
-                let (mx, my) = ((x2 - x1) * VEHICLE_MARGIN, (y2 - y1) * VEHICLE_MARGIN);
-                let region = [
-                    (x1 - mx).max(0.0) as u32,
-                    (y1 - my).max(0.0) as u32,
-                    ((x2 + mx) as u32).min(w),
-                    ((y2 + my) as u32).min(h),
-                ];
+            for region in vehicle_regions(detector.detect_rgb(image.as_raw(), w, h, VEHICLE_SCORE)?, classes, (w, h)) {
                 plates.extend(self.reader.read(image, Some(region), Search::Vehicle, self.formats)?);
             }
         }
@@ -62,10 +57,52 @@ impl StillReader<'_> {
     }
 }
 
+/// The regions to search for plates: each vehicle once, under its surest label, with a margin.
+fn vehicle_regions(detections: Vec<Detection>, classes: &[usize], (w, h): (u32, u32)) -> Vec<[u32; 4]> {
+    let mut searched: Vec<[f32; 4]> = Vec::new();
+    // Detections come best first.
+    for d in detections {
+        if classes.contains(&d.class) && searched.iter().all(|s| iou(s, &d.bbox) < SAME_VEHICLE) {
+            searched.push(d.bbox);
+        }
+    }
+    searched
+        .into_iter()
+        .map(|[x1, y1, x2, y2]| {
+            let (mx, my) = ((x2 - x1) * VEHICLE_MARGIN, (y2 - y1) * VEHICLE_MARGIN);
+            [(x1 - mx).max(0.0) as u32, (y1 - my).max(0.0) as u32, ((x2 + mx) as u32).min(w), ((y2 + my) as u32).min(h)]
+        })
+        .collect()
+}
+
 /// Whether two boxes cover the same place: half the smaller one inside the other.
 pub fn overlaps(a: [f32; 4], b: [f32; 4]) -> bool {
     let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
     iw * ih >= 0.5 * area(a).min(area(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(class: usize, score: f32, bbox: [f32; 4]) -> Detection {
+        Detection { class, score, bbox }
+    }
+
+    #[test]
+    fn a_vehicle_boxed_under_two_labels_is_searched_once() {
+        let (car, truck, person) = (2, 7, 0);
+        let found = vec![
+            det(car, 0.87, [300.0, 100.0, 700.0, 400.0]),
+            // The same van, also called a truck: one search, the car's.
+            det(truck, 0.38, [296.0, 96.0, 704.0, 410.0]),
+            // The next car in the row overlaps it, but is another vehicle.
+            det(car, 0.6, [600.0, 120.0, 900.0, 380.0]),
+            det(person, 0.9, [100.0, 100.0, 160.0, 300.0]),
+        ];
+        let regions = vehicle_regions(found, &[car, truck], (1000, 1000));
+        assert_eq!(regions, vec![[280, 85, 720, 415], [585, 107, 915, 393]]);
+    }
 }
