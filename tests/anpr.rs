@@ -255,6 +255,25 @@ fn plain_plates_on_pale_cars_and_vanity_plates_are_read() {
     }
 }
 
+/// Plates whose text the detector splits into pieces, read whole: `DH7 X317` around a state emblem
+/// and `K17 9658` at its gap, whose maroon characters (two of them bold) were once painted over
+/// as emblems. Each piece alone reads as a shorter plate or as none.
+#[test]
+fn a_plate_split_at_its_gap_is_read_whole() {
+    let cases = [("wts-lg-000196.jpg", "DH7X317"), ("316b64c0-55bf-4079-a1c0-d93f461a576f.jpg", "K179658")];
+    let paths: Vec<String> =
+        cases.iter().map(|(file, _)| plates("openalpr-us-dev").join(file).display().to_string()).collect();
+    let mut args = vec!["anpr", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let (ok, out, err) = vigil(&args);
+    assert!(ok, "{err}");
+    for (line, (file, plate)) in out.lines().zip(&cases) {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let found: Vec<&str> = line["plates"].as_array().unwrap().iter().filter_map(|p| p["plate"].as_str()).collect();
+        assert_eq!(found.first(), Some(plate), "{file}: {found:?}");
+    }
+}
+
 /// What one run of the plate video through a camera gave.
 struct PlateRun {
     dir: tempfile::TempDir,

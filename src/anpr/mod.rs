@@ -36,6 +36,8 @@ const SCENE_DET_MAX: u32 = 960;
 const MAX_LINES: usize = 12;
 /// Lines narrower than this times their height are not read (see [`PlateReader::recognise`]).
 const MIN_LINE_ASPECT: f32 = 1.5;
+/// The longest plate serials (Germany's, several US states') have eight characters.
+const LONGEST_PLATE: usize = 8;
 /// The most plate-like lines of a region that are read again, grown.
 const REREAD_LINES: usize = 2;
 
@@ -134,8 +136,28 @@ impl PlateReader {
         };
         let quads = self.find_lines(&crop, size)?;
         let offset = (x1 as f32, y1 as f32);
-        let quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
+        let mut quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
+        let joined = textdet::joined(&quads);
+        quads.extend(joined.iter().map(|(line, _)| *line));
         let mut reads = self.read_lines(image, &quads, formats)?;
+        // A joined line that reads as a serial of a plate's length holding each piece's text is
+        // the plate, and its pieces are parts of it; one that reads otherwise joined text that
+        // was not one line (a plate and the one behind it, a plate and a sticker).
+        for (line, pieces) in &joined {
+            let whole = reads.iter().find(|r| r.quad == *line).map(|r| r.text.clone());
+            let parts = || reads.iter().filter(|r| pieces.contains(&r.quad));
+            match whole {
+                Some(w)
+                    if w.is_serial()
+                        && w.text.len() <= LONGEST_PLATE
+                        && parts().all(|p| w.text.contains(&p.text.text)) =>
+                {
+                    reads.retain(|r| !pieces.contains(&r.quad))
+                }
+                Some(_) => reads.retain(|r| r.quad != *line),
+                None => {}
+            }
+        }
         if search == Search::Vehicle {
             admit_vanity(&mut reads, (y1, y2));
         } else {
@@ -404,16 +426,21 @@ fn mask_emblems(mut line: RgbImage) -> RgbImage {
             _ => runs.push((x, x)),
         }
     }
-    // An emblem is a solid blob, between a sixth and four fifths of the height wide, off the edges.
+    // Coloured marks off the edges, no wider than a character. More of them than a plate carries
+    // emblems are its characters' strokes, printed in colour (maroon, blue and green text is
+    // common), and the bold ones among them are as solid as an emblem.
+    let marks: Vec<(u32, u32)> =
+        runs.into_iter().filter(|r| r.0 > 0 && r.1 + 1 < w && (2..=h * 4 / 5).contains(&(r.1 - r.0 + 1))).collect();
+    if marks.len() > MAX_EMBLEMS {
+        return line;
+    }
+    // An emblem is a solid blob at least a sixth of the height wide.
     let solid = |&(a, b): &(u32, u32)| {
         let n: u32 = counts[a as usize..=b as usize].iter().sum();
-        n * 3 >= (b - a + 1) * rows.len() as u32
+        b - a + 1 >= h / 6 && n * 3 >= (b - a + 1) * rows.len() as u32
     };
-    let emblems: Vec<(u32, u32)> = runs
-        .into_iter()
-        .filter(|r| r.0 > 0 && r.1 + 1 < w && (h / 6..=h * 4 / 5).contains(&(r.1 - r.0 + 1)) && solid(r))
-        .collect();
-    if emblems.is_empty() || emblems.len() > MAX_EMBLEMS {
+    let emblems: Vec<(u32, u32)> = marks.into_iter().filter(solid).collect();
+    if emblems.is_empty() {
         return line;
     }
     // The plate's background: the brightest common tone.
@@ -535,6 +562,17 @@ mod tests {
     #[test]
     fn coloured_text_is_left_alone() {
         let img = line(&[10, 30, 50, 70, 90, 110, 130], Rgb([30, 40, 160]));
+        assert_eq!(mask_emblems(img.clone()), img);
+        // Maroon text in a thin face with two bold characters (`K17 9658`): the bold ones are as
+        // solid as an emblem, but they are text.
+        let mut img = line(&[], Rgb([0, 0, 0]));
+        for (x0, width) in [(10, 14), (34, 3), (50, 3), (80, 3), (100, 3), (120, 3), (140, 14)] {
+            for x in x0..x0 + width {
+                for y in 6..34 {
+                    img.put_pixel(x, y, Rgb([120, 30, 40]));
+                }
+            }
+        }
         assert_eq!(mask_emblems(img.clone()), img);
     }
 }

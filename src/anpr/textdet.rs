@@ -140,6 +140,63 @@ pub fn regions(map: &[f32], map_w: usize, map_h: usize, params: &DbParams) -> Ve
     out
 }
 
+/// Pieces of one line of text are at most this far apart, in text heights, after unclipping (which
+/// closes about one height of the gap): a plate's groups are split by a space, a dash or an
+/// emblem about a character wide.
+const JOIN_GAP: f32 = 1.0;
+/// Pieces of one line are this alike in height (the larger over the smaller) at most: unclipping
+/// grows a longer piece's box more...
+const JOIN_HEIGHT: f32 = 1.8;
+/// ...and their centres this far apart across the text, in text heights.
+const JOIN_OFFSET: f32 = 0.3;
+
+/// Lines whose pieces the detector split apart, joined: text of one height, level with each
+/// other and a character's gap apart is one line. A plate's character groups are often split at
+/// their gap (`DH7 X317` around a state emblem, `K17 9658`), and each piece alone reads as a
+/// shorter plate or as no plate at all. Each joined line comes with the pieces it joins.
+pub fn joined(quads: &[Quad]) -> Vec<(Quad, Vec<Quad>)> {
+    let n = quads.len();
+    let mut group: Vec<usize> = (0..n).collect();
+    let root = |group: &mut Vec<usize>, mut i: usize| {
+        while group[i] != i {
+            i = group[i];
+        }
+        i
+    };
+    for a in 0..n {
+        for b in 0..n {
+            if a != b && pieces_of_one_line(&quads[a], &quads[b]) {
+                let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+                group[ra.max(rb)] = ra.min(rb);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for r in 0..n {
+        let members: Vec<Quad> = (0..n).filter(|&i| root(&mut group, i) == r).map(|i| quads[i]).collect();
+        if members.len() > 1 {
+            let points: Vec<Point<f32>> = members.iter().flat_map(|q| q.0.map(|(x, y)| Point::new(x, y))).collect();
+            out.push((ordered(min_area_rect(&points)), members));
+        }
+    }
+    out
+}
+
+/// Whether `right` continues the text of `left` on its right (both near level).
+fn pieces_of_one_line(left: &Quad, right: &Quad) -> bool {
+    let (ha, hb) = (left.size().1, right.size().1);
+    let h = ha.max(hb);
+    let mid = |q: &Quad| (q.0.iter().map(|p| p.1).sum::<f32>()) / 4.0;
+    let end = (left.0[1].0 + left.0[2].0) / 2.0;
+    let start = (right.0[0].0 + right.0[3].0) / 2.0;
+    let gap = start - end;
+    h <= JOIN_HEIGHT * ha.min(hb)
+        && (mid(left) - mid(right)).abs() <= JOIN_OFFSET * h
+        && gap <= JOIN_GAP * h
+        && gap >= -0.5 * h
+        && start > (left.0[0].0 + left.0[3].0) / 2.0
+}
+
 /// Order a rectangle's corners clockwise from the top-left, with the long side along x when the
 /// region is wider than tall.
 fn ordered(points: [Point<f32>; 4]) -> Quad {
@@ -225,6 +282,27 @@ mod tests {
         // 40×10 shrunk text grows by 40·10·1.6/100 = 6.4 px per side.
         assert!((x1 - 1.6).abs() < 1.5 && (x2 - 53.4).abs() < 1.5, "{:?}", quad.bbox());
         assert!((y1 - 3.6).abs() < 1.5 && (y2 - 25.4).abs() < 1.5, "{:?}", quad.bbox());
+    }
+
+    fn rect(x1: f32, y1: f32, x2: f32, y2: f32) -> Quad {
+        Quad([(x1, y1), (x2, y1), (x2, y2), (x1, y2)])
+    }
+
+    #[test]
+    fn pieces_of_one_line_are_joined() {
+        // `DH7` and `X317` around an emblem (gap 0.6 of the height), a state name above them and
+        // a sticker level with them but three heights away.
+        let (left, right) = (rect(100.0, 50.0, 160.0, 80.0), rect(178.0, 49.0, 260.0, 81.0));
+        let (above, far) = (rect(120.0, 20.0, 240.0, 40.0), rect(350.0, 50.0, 380.0, 80.0));
+        let found = joined(&[above, right, far, left]);
+        assert_eq!(found.len(), 1);
+        let (line, pieces) = &found[0];
+        assert_eq!(pieces, &vec![right, left]);
+        let [x1, y1, x2, y2] = line.bbox();
+        assert!((x1 - 100.0).abs() < 1.0 && (x2 - 260.0).abs() < 1.0, "{:?}", line.bbox());
+        assert!((y1 - 49.0).abs() < 1.0 && (y2 - 81.0).abs() < 1.0, "{:?}", line.bbox());
+        // Text of another height beside it is not the same line.
+        assert!(joined(&[left, rect(170.0, 40.0, 250.0, 100.0)]).is_empty());
     }
 
     #[test]
