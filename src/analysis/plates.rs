@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::queue::{QueueError, ReadQueue, Reads};
-use crate::anpr::{PlateRead, Search};
+use crate::anpr::{PlateRead, SAME_VEHICLE, Search};
 use crate::channel::Policy;
 use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
 use crate::detect::Detection;
@@ -242,7 +242,14 @@ impl PlateStage {
     /// Send this frame's due vehicle reads to the queue, unless a read is still out; returns the
     /// events of a read that came back (a file source's, at once).
     pub fn submit(&mut self, frame: &Frame, t: f64) -> Vec<NewEvent> {
-        let due = std::mem::take(&mut self.due);
+        let mut due = std::mem::take(&mut self.due);
+        // One vehicle tracked under two labels is read once; the other track stays due.
+        let mut kept: Vec<[f32; 4]> = Vec::new();
+        due.retain(|d| {
+            let other = kept.iter().any(|k| iou(k, &d.bbox) >= SAME_VEHICLE);
+            kept.push(d.bbox);
+            !other
+        });
         let mut events = self.collect();
         if due.is_empty() || self.in_flight.is_some() {
             return events;

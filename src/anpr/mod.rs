@@ -36,6 +36,10 @@ const SCENE_DET_MAX: u32 = 960;
 const MAX_LINES: usize = 12;
 /// Lines narrower than this times their height are not read (see [`PlateReader::recognise`]).
 const MIN_LINE_ASPECT: f32 = 1.5;
+/// Vehicle boxes that overlap this much (intersection over union) are one vehicle under two
+/// labels: the detector suppresses overlaps per class, so a van is often boxed as both a car and
+/// a truck, and two vehicles in one view are never framed that alike.
+pub const SAME_VEHICLE: f32 = 0.7;
 /// The longest plate serials (Germany's, several US states') have eight characters.
 const LONGEST_PLATE: usize = 8;
 /// The most plate-like lines of a region that are read again, grown.

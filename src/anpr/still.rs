@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use super::{PlateRead, PlateReader, Search};
+use super::{PlateRead, PlateReader, SAME_VEHICLE, Search};
 use crate::detect::{Detection, Detector};
 use crate::geometry::iou;
 use crate::inference::InferenceError;
@@ -13,11 +13,6 @@ const VEHICLE_SCORE: f32 = 0.3;
 /// Vehicle boxes are searched with this much margin, as a fraction of their size: plates sit at
 /// the box edge and boxes are loose.
 const VEHICLE_MARGIN: f32 = 0.05;
-
-/// Vehicle boxes that overlap this much (intersection over union) are one vehicle under two
-/// labels: the detector suppresses overlaps per class, so a van is often boxed as both a car and
-/// a truck, and two vehicles in one photo are never framed that alike.
-const SAME_VEHICLE: f32 = 0.7;
 
 /// Reads plates in stills.
 pub struct StillReader<'a> {
