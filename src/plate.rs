@@ -30,6 +30,8 @@ pub fn normalise(text: &str) -> String {
 }
 
 /// Built-in formats by country, and regions as lists of countries.
+/// The longest plate serials (Germany's, several US states') have eight characters.
+pub const LONGEST_PLATE: usize = 8;
 const PRESETS: &[(&str, &[&str])] = &[
     ("it", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
     ("fr", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
@@ -280,6 +282,10 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
         if formats.is_empty() { None } else { formats.fit(&kept) }.filter(|f| weakest(f) >= FIT_KEEP * weakest(&kept));
     let formatted = fitted.is_some();
     let chars = fitted.unwrap_or(kept);
+    // Nine characters are a plate with a stray glyph only a format's drops can take off.
+    if chars.len() > LONGEST_PLATE {
+        return None;
+    }
     let text: String = chars.iter().map(|c| c.ch).collect();
     if is_clock_or_date(&raw) {
         return None;
@@ -411,6 +417,17 @@ mod tests {
         read[2].prob = 0.3;
         let text = judge(&read, 4.0, &Formats::default()).unwrap();
         assert!((text.confidence - 0.3).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nine_characters_are_a_plate_only_once_a_format_drops_one() {
+        // A German plate with a stray glyph (a seal read as `O`): longer than any plate.
+        let mut read = chars("MSAB1O234", &[0.97; 9]);
+        assert!(judge(&read, 5.0, &Formats::default()).is_none());
+        read[5].prob = 0.5;
+        read[5].blank = 0.4;
+        let text = judge(&read, 5.0, &Formats::parse(&["de".into()]).unwrap()).unwrap();
+        assert_eq!(text.text, "MSAB1234");
     }
 
     #[test]

@@ -40,8 +40,6 @@ const MIN_LINE_ASPECT: f32 = 1.5;
 /// labels: the detector suppresses overlaps per class, so a van is often boxed as both a car and
 /// a truck, and two vehicles in one view are never framed that alike.
 pub const SAME_VEHICLE: f32 = 0.7;
-/// The longest plate serials (Germany's, several US states') have eight characters.
-const LONGEST_PLATE: usize = 8;
 /// The most plate-like lines of a region that are read again, grown.
 const REREAD_LINES: usize = 2;
 
@@ -144,18 +142,14 @@ impl PlateReader {
         let joined = textdet::joined(&quads);
         quads.extend(joined.iter().map(|(line, _)| *line));
         let mut reads = self.read_lines(image, &quads, formats)?;
-        // A joined line that reads as a serial of a plate's length holding each piece's text is
-        // the plate, and its pieces are parts of it; one that reads otherwise joined text that
-        // was not one line (a plate and the one behind it, a plate and a sticker).
+        // A joined line that reads as a serial holding each piece's text is the plate, and its
+        // pieces are parts of it; one that reads otherwise (or is longer than a plate, which
+        // `judge` refuses) joined text that was not one line: a plate and the one behind it.
         for (line, pieces) in &joined {
             let whole = reads.iter().find(|r| r.quad == *line).map(|r| r.text.clone());
             let parts = || reads.iter().filter(|r| pieces.contains(&r.quad));
             match whole {
-                Some(w)
-                    if w.is_serial()
-                        && w.text.len() <= LONGEST_PLATE
-                        && parts().all(|p| w.text.contains(&p.text.text)) =>
-                {
+                Some(w) if w.is_serial() && parts().all(|p| w.text.contains(&p.text.text)) => {
                     reads.retain(|r| !pieces.contains(&r.quad))
                 }
                 Some(_) => reads.retain(|r| r.quad != *line),
