@@ -29,9 +29,9 @@ pub fn normalise(text: &str) -> String {
     text.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
 }
 
-/// Built-in formats by country, and regions as lists of countries.
 /// The longest plate serials (Germany's, several US states') have eight characters.
 pub const LONGEST_PLATE: usize = 8;
+/// Built-in formats by country, and regions as lists of countries.
 const PRESETS: &[(&str, &[&str])] = &[
     ("it", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
     ("fr", &["[A-Z]{2}[0-9]{3}[A-Z]{2}"]),
@@ -299,11 +299,10 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     let junk = raw.chars().filter(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || " -.·:".contains(*c))).count();
     let digits = text.chars().filter(char::is_ascii_digit).count();
     let mut likeness = mean - junk as f32 / visible;
-    likeness += match text.len() {
-        5..=8 => 0.0,
-        4 => -0.15,
-        _ => -0.3,
-    };
+    // Four characters is a plate's shortest length (old series, vanity): a shaved read looks so.
+    if text.len() == 4 {
+        likeness -= 0.15;
+    }
     if digits == 0 || digits == text.len() {
         likeness -= 0.1;
     }

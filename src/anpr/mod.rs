@@ -146,13 +146,13 @@ impl PlateReader {
         // pieces are parts of it; one that reads otherwise (or is longer than a plate, which
         // `judge` refuses) joined text that was not one line: a plate and the one behind it.
         for (line, pieces) in &joined {
-            let whole = reads.iter().find(|r| r.quad == *line).map(|r| r.text.clone());
-            let parts = || reads.iter().filter(|r| pieces.contains(&r.quad));
-            match whole {
-                Some(w) if w.is_serial() && parts().all(|p| w.text.contains(&p.text.text)) => {
-                    reads.retain(|r| !pieces.contains(&r.quad))
-                }
-                Some(_) => reads.retain(|r| r.quad != *line),
+            let holds_pieces = |w: &PlateRead| {
+                w.text.is_serial()
+                    && reads.iter().filter(|r| pieces.contains(&r.quad)).all(|p| w.text.text.contains(&p.text.text))
+            };
+            match reads.iter().find(|r| r.quad == *line).map(holds_pieces) {
+                Some(true) => reads.retain(|r| !pieces.contains(&r.quad)),
+                Some(false) => reads.retain(|r| r.quad != *line),
                 None => {}
             }
         }

@@ -157,7 +157,7 @@ const JOIN_OFFSET: f32 = 0.3;
 pub fn joined(quads: &[Quad]) -> Vec<(Quad, Vec<Quad>)> {
     let n = quads.len();
     let mut group: Vec<usize> = (0..n).collect();
-    let root = |group: &mut Vec<usize>, mut i: usize| {
+    let root = |group: &[usize], mut i: usize| {
         while group[i] != i {
             i = group[i];
         }
@@ -166,14 +166,14 @@ pub fn joined(quads: &[Quad]) -> Vec<(Quad, Vec<Quad>)> {
     for a in 0..n {
         for b in 0..n {
             if a != b && pieces_of_one_line(&quads[a], &quads[b]) {
-                let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+                let (ra, rb) = (root(&group, a), root(&group, b));
                 group[ra.max(rb)] = ra.min(rb);
             }
         }
     }
     let mut out = Vec::new();
     for r in 0..n {
-        let members: Vec<Quad> = (0..n).filter(|&i| root(&mut group, i) == r).map(|i| quads[i]).collect();
+        let members: Vec<Quad> = (0..n).filter(|&i| root(&group, i) == r).map(|i| quads[i]).collect();
         if members.len() > 1 {
             let points: Vec<Point<f32>> = members.iter().flat_map(|q| q.0.map(|(x, y)| Point::new(x, y))).collect();
             out.push((ordered(min_area_rect(&points)), members));
