@@ -321,6 +321,9 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
 /// (one or two digits, a colon, two digits: 08:05, 12:34:56), or digits in three groups split by
 /// `-`, `/` or `.` (2014-05-08, 08/05/14). A colon alone is not enough: German plates carry their
 /// inspection seals between the district and the letters, which recognisers read as a colon.
+/// A line of digits and colons alone is a clock too, whatever its groups: a clock's small colon
+/// is often read as a digit (07:51816 for 07:51:13), while a plate read with a colon has letters
+/// beside it.
 fn is_clock_or_date(raw: &str) -> bool {
     let parts: Vec<&str> = raw.split([':', '\u{ff1a}']).collect();
     let time = parts.windows(2).any(|w| {
@@ -328,7 +331,8 @@ fn is_clock_or_date(raw: &str) -> bool {
         let after = w[1].trim_start().chars().take_while(char::is_ascii_digit).count();
         (1..=2).contains(&before) && after == 2
     });
-    if time {
+    let digits_and_colons = parts.len() > 1 && parts.iter().all(|p| p.trim().chars().all(|c| c.is_ascii_digit()));
+    if time || digits_and_colons {
         return true;
     }
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
@@ -478,7 +482,7 @@ mod tests {
 
     #[test]
     fn clocks_and_dates_are_not_plates_but_seals_read_as_a_colon_are() {
-        for clock in ["12:34:56", "2014-05-08 08:05", "08/05/14", "2014.05.08", "9:30"] {
+        for clock in ["12:34:56", "2014-05-08 08:05", "08/05/14", "2014.05.08", "9:30", "07:51816", "123:4567"] {
             assert!(is_clock_or_date(clock), "{clock}");
         }
         // German plates: district, seals (read as a colon), letters, digits.

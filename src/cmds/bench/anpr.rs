@@ -94,7 +94,14 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
             t.folded += usize::from(reported.iter().any(|p| folded(&p.text.text) == want));
             t.top1 += usize::from(reported.first().is_some_and(|p| folded(&p.text.text) == want));
             let (on, off): (Vec<&&PlateRead>, Vec<_>) = reported.iter().partition(|p| overlaps(p.bbox(), truth.bbox));
-            t.elsewhere += off.iter().filter(|p| folded(&p.text.text) != want).count();
+            let elsewhere: Vec<_> = off.iter().filter(|p| folded(&p.text.text) != want).collect();
+            t.elsewhere += elsewhere.len();
+            if args.misses {
+                for p in elsewhere {
+                    let (text, at) = (&p.text.text, p.bbox().map(|v| v as i32));
+                    eprintln!("else {}: read {text:?} at {at:?}, {:.2}", truth.image.display(), p.text.confidence);
+                }
+            }
             t.wrong += on.iter().filter(|p| folded(&p.text.text) != want).count();
             t.unread += usize::from(on.is_empty());
             let read = on.first().map(|p| p.text.text.as_str()).unwrap_or("");
