@@ -161,7 +161,7 @@ fn detector(c: &mut Criterion) {
     let loaded = Runtime::load(&config.inference).ok().and_then(|rt| {
         let detector = Detector::load(&config.models, &rt, &config.inference, Arc::new(Metrics::new())).ok()?;
         let session = rt
-            .session(&config.models.dir.join("yolox_nano_coco80.dynamic.onnx"), vigil::inference::Workload::Frames)
+            .session(&config.models.dir.join("yolox_nano_coco80.prepared.onnx"), vigil::inference::Workload::Frames)
             .ok()?;
         Some((detector, Batcher::spawn("bench", vec![session], &config.inference, Arc::new(Metrics::new()))))
     });

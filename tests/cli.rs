@@ -74,7 +74,7 @@ fn run_with_detector(onnx: &[u8], dir: &std::path::Path) -> (bool, String) {
     for f in ["manifest.toml", "coco80_labels.txt"] {
         std::fs::copy(models().join(f), copy.join(f)).unwrap();
     }
-    std::fs::write(copy.join("yolox_nano_coco80.dynamic.onnx"), onnx).unwrap();
+    std::fs::write(copy.join("yolox_nano_coco80.prepared.onnx"), onnx).unwrap();
     run_briefly(&format!("[models]\ndir = \"{}\"", copy.display()), dir)
 }
 
@@ -90,11 +90,11 @@ fn a_missing_onnx_runtime_is_one_clear_error() {
 #[test]
 fn a_truncated_model_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let onnx = std::fs::read(models().join("yolox_nano_coco80.dynamic.onnx")).unwrap();
+    let onnx = std::fs::read(models().join("yolox_nano_coco80.prepared.onnx")).unwrap();
     let (ok, stderr) = run_with_detector(&onnx[..onnx.len() / 3], dir.path());
     assert!(!ok);
     assert!(
-        stderr.contains("loading the object detector") && stderr.contains("yolox_nano_coco80.dynamic.onnx"),
+        stderr.contains("loading the object detector") && stderr.contains("yolox_nano_coco80.prepared.onnx"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
