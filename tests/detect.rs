@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gstreamer_video::prelude::*;
 use vigil::config::{InferenceConfig, ModelsConfig};
 use vigil::detect::Detector;
-use vigil::inference::Runtime;
+use vigil::inference::{Batcher, Runtime, Workload};
 use vigil::metrics::Metrics;
 
 fn detector() -> Detector {
@@ -153,4 +153,30 @@ fn the_letterbox_is_opencvs_resize() {
     let worst = diffs.iter().copied().fold(0.0, f32::max);
     // OpenCV interpolates 8-bit images in fixed point; a level apart at most.
     assert!(mean < 0.25 && worst <= 1.0, "mean {mean:.3}, worst {worst} levels from cv2.resize");
+}
+
+/// Two requests queued at once, with two sessions free: each runs in its own call, side by side,
+/// rather than both in one call while the other session waits (a batch costs each item about
+/// what it costs alone on a CPU). The batch window would otherwise gather the second request
+/// into the first call.
+#[test]
+fn a_free_session_takes_a_request_rather_than_it_joining_a_batch() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/yolox_nano_coco80.prepared.onnx");
+    let inference = InferenceConfig { max_batch: 8, batch_window_ms: 50.0, ..Default::default() };
+    let runtime = Runtime::load(&inference).expect("ONNX Runtime (run scripts/setup)");
+    let sessions = (0..2).map(|_| runtime.session(&path, Workload::Frames).unwrap()).collect();
+    let metrics = Arc::new(Metrics::new());
+    let batcher = Batcher::spawn("yolox-nano", sessions, &inference, metrics.clone());
+    assert!(batcher.dynamic_batch, "the prepared model takes batches");
+    // Both session threads are waiting for work before anything is queued.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let shape = [3, 256, 416];
+    let tickets: Vec<_> = (0..2).map(|_| batcher.submit(&shape, vec![114.0; 3 * 256 * 416]).unwrap()).collect();
+    for t in tickets {
+        // Anchors at strides 8, 16 and 32 over 256 × 416, each with 4 box terms, objectness and 80
+        // classes.
+        assert_eq!(t.wait().unwrap().shape, [32 * 52 + 16 * 26 + 8 * 13, 85]);
+    }
+    let batches = metrics.inference_batch.with_label_values(&["yolox-nano"]);
+    assert_eq!((batches.get_sample_count(), batches.get_sample_sum() as u64), (2, 2), "two calls of one frame each");
 }

@@ -34,9 +34,10 @@ const DETECT_FLOOR: f32 = 0.1;
 const CROP_MAX_AREA: f32 = 0.5;
 /// Seconds early a frame may be and still take a scheduled detection.
 const SCHEDULE_SLACK: f64 = 0.005;
-/// Detections a camera may have out at once: one at the model while the next is laid out and
-/// queued, so a session never waits on the camera.
-const MAX_IN_FLIGHT: usize = 2;
+/// Detections a camera may have out at once: two at the model (a session per core runs them side
+/// by side) while the next is laid out and queued, so a session never waits on the camera. At
+/// two, one camera kept 0.9 of two cores' sessions busy.
+const MAX_IN_FLIGHT: usize = 3;
 /// A snapshot is replaced when the score improves by this much.
 const BETTER_SNAPSHOT: f32 = 0.1;
 

@@ -4,12 +4,14 @@
 //! A [`Batcher`] owns one or more sessions of a model, each on a dedicated thread that takes
 //! requests from one shared queue. Callers send one item (a tensor without the batch dimension)
 //! and block for its result; a free session's thread stacks whatever items are waiting, up to
-//! `max_batch` or until `batch_window_ms` after the first, and runs them as one call. Several
+//! `max_batch` or until `batch_window_ms` after the first, and runs them as one call, unless
+//! another session is free to run them beside it. Several
 //! sessions of one thread each use the cores better than one session of several threads, whose
 //! threads wait on each other at every operator; one session of several threads is quicker for a
 //! lone caller that waits for each answer. Callers must not hold locks while waiting: a request takes one model call's time.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -231,12 +233,12 @@ impl Batcher {
         }
         let window = Duration::from_secs_f64(cfg.batch_window_ms / 1000.0);
         let (tx, rx) = mpsc::sync_channel::<Request>(256);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue { rx: Mutex::new(rx), idle: AtomicUsize::new(0) });
         for (i, session) in sessions.into_iter().enumerate() {
-            let (model, rx, metrics) = (name.to_string(), rx.clone(), metrics.clone());
+            let (model, queue, metrics) = (name.to_string(), queue.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name(format!("infer-{name}-{i}"))
-                .spawn(move || serve(session, &rx, max_batch, window, &model, &metrics))
+                .spawn(move || serve(session, &queue, max_batch, window, &model, &metrics))
                 .expect("spawn inference thread");
         }
         Self { tx, timeout: cfg.timeout(), dynamic_batch }
@@ -299,14 +301,28 @@ impl Ticket {
     }
 }
 
+/// The requests for one model, shared by its session threads.
+struct Queue {
+    rx: Mutex<mpsc::Receiver<Request>>,
+    /// Session threads waiting for a request.
+    idle: AtomicUsize,
+}
+
 /// Take the next batch from the shared queue: the first request (waiting for it), then what
-/// else comes within `window`, up to `max_batch`. `None` once every handle is gone.
-fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>, max_batch: usize, window: Duration) -> Option<Vec<Request>> {
+/// else comes within `window`, up to `max_batch`, while no other session is free. `None` once
+/// every handle is gone.
+fn next_batch(queue: &Queue, max_batch: usize, window: Duration) -> Option<Vec<Request>> {
     // Only the session thread holding the queue waits on it; the others wait for the lock.
-    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-    let mut batch = vec![rx.recv().ok()?];
+    queue.idle.fetch_add(1, Ordering::SeqCst);
+    let rx = queue.rx.lock().unwrap_or_else(|p| p.into_inner());
+    let first = rx.recv();
+    queue.idle.fetch_sub(1, Ordering::SeqCst);
+    let mut batch = vec![first.ok()?];
     let deadline = Instant::now() + window;
-    while batch.len() < max_batch {
+    // A call of several items costs each about what it costs alone on a CPU, so a request that a
+    // free session can run beside this call is left to it: batching into one call while another
+    // session sat idle ran one camera's two detections one after the other.
+    while batch.len() < max_batch && queue.idle.load(Ordering::SeqCst) == 0 {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(r) => batch.push(r),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -315,16 +331,9 @@ fn next_batch(rx: &Mutex<mpsc::Receiver<Request>>, max_batch: usize, window: Dur
     Some(batch)
 }
 
-fn serve(
-    mut session: Session,
-    rx: &Mutex<mpsc::Receiver<Request>>,
-    max_batch: usize,
-    window: Duration,
-    model: &str,
-    metrics: &Metrics,
-) {
+fn serve(mut session: Session, queue: &Queue, max_batch: usize, window: Duration, model: &str, metrics: &Metrics) {
     let input = session.inputs().first().map(|i| i.name().to_string()).unwrap_or_default();
-    while let Some(mut batch) = next_batch(rx, max_batch, window) {
+    while let Some(mut batch) = next_batch(queue, max_batch, window) {
         // Items of different shapes (e.g. OCR line widths) cannot share a call.
         while !batch.is_empty() {
             let shape = batch[0].shape.clone();
