@@ -157,6 +157,7 @@ impl PlateReader {
             }
         }
         if search == Search::Vehicle {
+            keep_tallest_serials(&mut reads);
             admit_vanity(&mut reads, (y1, y2));
         } else {
             reads.retain(|r| r.text.is_serial());
@@ -247,6 +248,19 @@ impl PlateReader {
 /// a further glyph (a character and its gap are about 0.7 of the text's height wide), and one
 /// stays close, with room above and below.
 const VARIANTS: [(f32, f32); 2] = [(0.8, 0.1), (0.15, 0.1)];
+
+/// Serial text under this share of the tallest serial's height in one vehicle's box is not its
+/// plate. A vehicle's plate characters are the largest serial text on that end of it; smaller
+/// serials beside them are model badges (`E150`, `LX 1.4`), stickers, a photographer's
+/// watermark, or the plate of a vehicle further off, which that vehicle's own search reads.
+const SMALLER_SERIAL: f32 = 0.7;
+
+/// Drop serial reads much shorter than the tallest serial read of the same vehicle (see
+/// [`SMALLER_SERIAL`]); words are left to [`admit_vanity`].
+fn keep_tallest_serials(reads: &mut Vec<PlateRead>) {
+    let tallest = reads.iter().filter(|r| r.text.is_serial()).map(|r| r.quad.size().1).fold(0.0, f32::max);
+    reads.retain(|r| !r.text.is_serial() || r.quad.size().1 >= SMALLER_SERIAL * tallest);
+}
 
 /// Vanity plates are this long: shorter words of one kind are mostly badges and years (`FORD`,
 /// `JEEP`, `TAXI`, `2011`), longer ones fall outside the plate lengths `judge` keeps.
@@ -498,7 +512,33 @@ mod tests {
 
     /// A read of `t` on a 100 × 20 line whose top is at `y`.
     fn at(t: &str, y: f32) -> PlateRead {
-        PlateRead { text: text(t, &[0.99; 7]), quad: Quad([(0.0, y), (100.0, y), (100.0, y + 20.0), (0.0, y + 20.0)]) }
+        sized(t, y, 20.0)
+    }
+
+    /// A read of `t` on a 100 × `h` line whose top is at `y`.
+    fn sized(t: &str, y: f32, h: f32) -> PlateRead {
+        PlateRead { text: text(t, &[0.99; 7]), quad: Quad([(0.0, y), (100.0, y), (100.0, y + h), (0.0, y + h)]) }
+    }
+
+    #[test]
+    fn a_vehicles_plate_is_its_tallest_serial() {
+        let texts = |reads: &[PlateRead]| reads.iter().map(|r| r.text.text.clone()).collect::<Vec<_>>();
+        // A model badge two thirds the plate's height, and a far plate a third of it, go; a
+        // second serial nearly as tall stays (two plates side by side are for the caller to
+        // tell apart), and so does a word, which `admit_vanity` judges.
+        let mut reads = vec![
+            sized("E150", 100.0, 32.0),
+            sized("7FR971", 200.0, 50.0),
+            sized("PJT2809", 10.0, 16.0),
+            sized("AB123", 0.0, 40.0),
+            sized("FORD", 50.0, 10.0),
+        ];
+        keep_tallest_serials(&mut reads);
+        assert_eq!(texts(&reads), ["7FR971", "AB123", "FORD"]);
+        // With no serial, nothing is dropped.
+        let mut reads = vec![sized("FORD", 50.0, 10.0), sized("GWAGEN", 250.0, 30.0)];
+        keep_tallest_serials(&mut reads);
+        assert_eq!(reads.len(), 2);
     }
 
     #[test]
