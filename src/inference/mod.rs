@@ -5,10 +5,10 @@
 //! requests from one shared queue. Callers send one item (a tensor without the batch dimension)
 //! and block for its result; a free session's thread stacks whatever items are waiting, up to
 //! `max_batch` or until `batch_window_ms` after the first, and runs them as one call, unless
-//! another session is free to run them beside it. Several
-//! sessions of one thread each use the cores better than one session of several threads, whose
-//! threads wait on each other at every operator; one session of several threads is quicker for a
-//! lone caller that waits for each answer. Callers must not hold locks while waiting: a request takes one model call's time.
+//! another session is free to run them beside it. Several sessions of one thread each use the
+//! cores better than one session of several threads, whose threads wait on each other at every
+//! operator; one session of several threads is quicker for a lone caller that waits for each
+//! answer. Callers must not hold locks while waiting: a request takes one model call's time.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
