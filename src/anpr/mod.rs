@@ -245,9 +245,13 @@ impl PlateReader {
 /// fractions of its height. Text detectors draw tight boxes, and a box that shaves the first or
 /// last character reads as a shorter, sure plate; a grown box keeps it. The detector can also
 /// miss an end character whole where it touches the plate's dark frame, so one variant reaches
-/// a further glyph (a character and its gap are about 0.7 of the text's height wide), and one
-/// stays close, with room above and below.
-const VARIANTS: [(f32, f32); 2] = [(0.8, 0.1), (0.15, 0.1)];
+/// a further glyph (a character and its gap are about 0.7 of the text's height wide), with room
+/// above and below; the other stays close and keeps the line's own height. Plates that print
+/// words above and below their characters (US state names, slogans, dealer frames) read worse
+/// with any of those words in the crop: whole US plates cropped to their annotated box read
+/// 84 of 105, and 65 with a tenth of their height added above and below (EU and BR, whose
+/// characters fill the plate, read the same either way).
+const VARIANTS: [(f32, f32); 2] = [(0.8, 0.1), (0.15, 0.0)];
 
 /// Serial text under this share of the tallest serial's height in one vehicle's box is not its
 /// plate. A vehicle's plate characters are the largest serial text on that end of it; smaller
