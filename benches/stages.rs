@@ -11,7 +11,7 @@ use gstreamer_video::prelude::*;
 use vigil::anpr::ctc::Alphabet;
 use vigil::channel::{self, Policy};
 use vigil::config::{Config, MotionConfig, TrackerConfig};
-use vigil::detect::{Detection, Detector, yolox};
+use vigil::detect::{Detection, Detector, Fit, yolox};
 use vigil::events::snapshot::encode_jpeg;
 use vigil::events::{Event, EventType};
 use vigil::inference::{Batcher, Runtime};
@@ -171,14 +171,15 @@ fn detector(c: &mut Criterion) {
     };
     let crop = [0, 0, info.width(), info.height()];
     c.bench_function("letterbox + normalise, photo to its 416-wide canvas", |b| {
-        b.iter(|| black_box(detector.letterbox(&buffer, &info, crop).unwrap()))
+        b.iter(|| black_box(detector.letterbox(&buffer, &info, crop, Fit::Exact).unwrap()))
     });
     if let Some((yuv, yuv_info)) = i420(&buffer, &info) {
         c.bench_function("letterbox + normalise, the photo as a decoder's I420 frame", |b| {
-            b.iter(|| black_box(detector.letterbox(&yuv, &yuv_info, crop).unwrap()))
+            b.iter(|| black_box(detector.letterbox(&yuv, &yuv_info, crop, Fit::Exact).unwrap()))
         });
     }
-    let vigil::detect::Letterboxed { tensor, scale, size: (w, h) } = detector.letterbox(&buffer, &info, crop).unwrap();
+    let vigil::detect::Letterboxed { tensor, scale, size: (w, h) } =
+        detector.letterbox(&buffer, &info, crop, Fit::Exact).unwrap();
     let out = batcher.infer(&[3, h as usize, w as usize], tensor).unwrap();
     let grid = yolox::grid(w, h, &[8, 16, 32]);
     let limits = (info.width() as f32, info.height() as f32);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gstreamer_video::prelude::*;
 use vigil::config::{InferenceConfig, ModelsConfig};
-use vigil::detect::Detector;
+use vigil::detect::{Detector, Fit};
 use vigil::inference::{Batcher, Runtime, Workload};
 use vigil::metrics::Metrics;
 
@@ -21,12 +21,18 @@ fn detector() -> Detector {
 fn the_letterbox_is_no_larger_than_the_picture() {
     let d = detector();
     // Scaled as for 416 × 416 (the longer side to 416), the other side rounded up to 32.
-    assert_eq!(d.input_size(768, 432), (416, 256), "a 16:9 frame");
-    assert_eq!(d.input_size(1920, 1080), (416, 256));
-    assert_eq!(d.input_size(768, 576), (416, 320), "a 4:3 photo");
-    assert_eq!(d.input_size(100, 400), (128, 416), "a tall crop");
-    assert_eq!(d.input_size(500, 500), (416, 416));
-    assert_eq!(d.input_size(3000, 10), (416, 32), "never below the largest stride");
+    assert_eq!(d.input_size(768, 432, Fit::Exact), (416, 256), "a 16:9 photo");
+    assert_eq!(d.input_size(768, 576, Fit::Exact), (416, 320), "a 4:3 photo");
+    // For video, a side just past a multiple of 32 (234 for 16:9) is scaled onto it instead, 4 %
+    // smaller; one that would shrink more (312 for 4:3 onto 288) is padded as for stills.
+    assert_eq!(d.input_size(768, 432, Fit::Grid), (416, 224), "a 16:9 frame");
+    assert_eq!(d.input_size(1920, 1080, Fit::Grid), (416, 224));
+    assert_eq!(d.input_size(768, 576, Fit::Grid), (416, 320), "a 4:3 frame");
+    for fit in [Fit::Exact, Fit::Grid] {
+        assert_eq!(d.input_size(100, 400, fit), (128, 416), "a tall crop");
+        assert_eq!(d.input_size(500, 500, fit), (416, 416));
+        assert_eq!(d.input_size(3000, 10, fit), (416, 32), "never below the largest stride");
+    }
 }
 
 #[test]
@@ -91,10 +97,10 @@ fn the_letterbox_reads_decoder_formats_as_the_same_picture() {
     let (buffer, info) = photo_as(Rgb);
     let crops = [[0, 0, info.width(), info.height()], [101, 57, 500, 431]];
     for crop in crops {
-        let want = d.letterbox(&buffer, &info, crop).unwrap();
+        let want = d.letterbox(&buffer, &info, crop, Fit::Grid).unwrap();
         for format in [Bgr, I420, Nv12] {
             let (buffer, info) = photo_as(format);
-            let got = d.letterbox(&buffer, &info, crop).unwrap();
+            let got = d.letterbox(&buffer, &info, crop, Fit::Grid).unwrap();
             assert_eq!((got.size, got.scale), (want.size, want.scale));
             // YUV keeps chroma at half resolution and rounds each sample: a few levels apart at
             // edges, the same picture on average.
@@ -108,7 +114,7 @@ fn the_letterbox_reads_decoder_formats_as_the_same_picture() {
         }
     }
     // Padding is the model's grey, below the picture.
-    let full = d.letterbox(&buffer, &info, crops[0]).unwrap();
+    let full = d.letterbox(&buffer, &info, crops[0], Fit::Grid).unwrap();
     assert_eq!(full.size, (416, 320));
     assert!(full.tensor[316 * 416..320 * 416].iter().all(|v| *v == 114.0));
 }
@@ -123,7 +129,7 @@ fn the_letterbox_is_opencvs_resize() {
     let rgb = image::open(&path).expect("../shared/images/dog.jpg").to_rgb8();
     let (w, h) = rgb.dimensions();
     let (buffer, info) = photo_as(gstreamer_video::VideoFormat::Rgb);
-    let lb = detector().letterbox(&buffer, &info, [0, 0, w, h]).unwrap();
+    let lb = detector().letterbox(&buffer, &info, [0, 0, w, h], Fit::Exact).unwrap();
     let (dw, dh) = ((w as f32 * lb.scale).round() as usize, (h as f32 * lb.scale).round() as usize);
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("rgb.raw"), dir.path().join("bgr.raw"));

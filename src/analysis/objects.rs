@@ -18,7 +18,7 @@ use serde_json::json;
 use super::plates::PlateStage;
 use crate::anpr::queue::ReadQueue;
 use crate::config::CameraConfig;
-use crate::detect::{Detection, Detector, Pending};
+use crate::detect::{Detection, Detector, Fit, Pending};
 use crate::events::{EventType, NewEvent};
 use crate::frame::Frame;
 use crate::geometry::inside;
@@ -202,7 +202,7 @@ impl ObjectStage {
         }
         let crop = self.crop(frame, motion, t);
         let started = Instant::now();
-        match self.detector.submit(&frame.buffer, &frame.info, crop, DETECT_FLOOR) {
+        match self.detector.submit(&frame.buffer, &frame.info, crop, Fit::Grid, DETECT_FLOOR) {
             Ok(pending) => self.in_flight.push_back(InFlight {
                 pending,
                 frame: frame.clone(),

@@ -5,8 +5,9 @@
 //! one pass ([`resample`]), so only the pixels the model sees are ever converted.
 //! A frame or crop is scaled as for the model's training size (416 × 416 for YOLOX: its longer
 //! side to 416), and when the model takes other sizes the canvas is only as large as the scaled
-//! picture, rounded up to the largest stride: a 16:9 frame is 416 × 256 instead of 416 × 416, and
-//! the padding it drops cost as much compute as picture.
+//! picture, rounded up to the largest stride: a 16:9 photo is 416 × 256 instead of 416 × 416, and
+//! the padding it drops cost as much compute as picture. In video ([`Fit::Grid`]) a side just
+//! past a stride is scaled onto it instead: a 16:9 frame is 416 × 224.
 //! Decoding and NMS run on the caller's thread ([`yolox`]). [`Detector::submit`] queues a frame
 //! and returns, so a camera can go on with its next frames while the model runs.
 
@@ -25,6 +26,22 @@ use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::Manifest;
 use crate::inference::{Batcher, InferenceError, Runtime, Ticket, Workload};
 use crate::metrics::Metrics;
+
+/// How much smaller a flexible model's picture may be scaled to land a side on a multiple of its
+/// largest stride rather than pad it to the next. A 16:9 frame at 416 wide is 234 high, padded
+/// to 256: scaled onto 224 instead, objects are 4 % smaller and the call does 12 % less work.
+const GRID_SHRINK: f32 = 0.05;
+
+/// How a picture is scaled into a flexible model's canvas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// As for the training size: the longer side to it, the other rounded up to the stride. For
+    /// stills, where the one call is a small part of the work and the scale is worth keeping.
+    Exact,
+    /// As [`Fit::Exact`], but a side just past a multiple of the stride is scaled onto it (see
+    /// [`GRID_SHRINK`]). For video, where detection recurs on every scheduled frame.
+    Grid,
+}
 
 /// One detected object, in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,9 +171,10 @@ impl Detector {
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,
         crop: Option<[u32; 4]>,
+        fit: Fit,
         min_score: f32,
     ) -> Result<Vec<Detection>, InferenceError> {
-        self.submit(buffer, info, crop, min_score)?.wait(self).map(|(found, _)| found)
+        self.submit(buffer, info, crop, fit, min_score)?.wait(self).map(|(found, _)| found)
     }
 
     /// [`Self::detect`] without waiting: the frame is laid out and queued for the model, and the
@@ -166,10 +184,11 @@ impl Detector {
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,
         crop: Option<[u32; 4]>,
+        fit: Fit,
         min_score: f32,
     ) -> Result<Pending, InferenceError> {
         let crop = crop.unwrap_or([0, 0, info.width(), info.height()]);
-        let Letterboxed { tensor, scale, size: (w, h) } = self.letterbox(buffer, info, crop)?;
+        let Letterboxed { tensor, scale, size: (w, h) } = self.letterbox(buffer, info, crop, fit)?;
         let ticket = self.batcher.submit(&[3, h as usize, w as usize], tensor)?;
         Ok(Pending {
             ticket,
@@ -188,14 +207,14 @@ impl Detector {
     }
 
     /// The model input (width, height) for a `width` × `height` frame or crop.
-    pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
-        self.canvas(width.max(1), height.max(1)).2
+    pub fn input_size(&self, width: u32, height: u32, fit: Fit) -> (u32, u32) {
+        self.canvas(width.max(1), height.max(1), fit).2
     }
 
-    /// For a `cw` × `ch` crop: the scale that fits it in the training size, the scaled picture's
-    /// size, and the canvas (the training size, or for a flexible model the picture rounded up
-    /// to the largest stride, which every input side must be a multiple of).
-    fn canvas(&self, cw: u32, ch: u32) -> (f32, (i32, i32), (u32, u32)) {
+    /// For a `cw` × `ch` crop: the scale that fits it in the training size (as `fit` says), the
+    /// scaled picture's size, and the canvas (the training size, or for a flexible model the
+    /// picture rounded up to the largest stride, which every input side must be a multiple of).
+    fn canvas(&self, cw: u32, ch: u32, fit: Fit) -> (f32, (i32, i32), (u32, u32)) {
         let (w, h) = (self.width, self.height);
         let scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
         let (dw, dh) = (
@@ -206,6 +225,15 @@ impl Detector {
             return (scale, (dw, dh), (w, h));
         }
         let step = self.strides.iter().copied().max().unwrap_or(32);
+        // A side just past a multiple of the stride would be padded by most of a stride: shrink
+        // the picture onto the multiple below instead, when that costs at most GRID_SHRINK.
+        let onto_grid = |v: i32| {
+            let down = v as u32 / step * step;
+            let near = down >= step && down as f32 >= (1.0 - GRID_SHRINK) * v as f32;
+            if fit == Fit::Grid && near { down as f32 / v as f32 } else { 1.0 }
+        };
+        let scale = scale * onto_grid(dw).min(onto_grid(dh));
+        let (dw, dh) = (((cw as f32 * scale).round() as i32).max(1), ((ch as f32 * scale).round() as i32).max(1));
         let up = |v: i32, max: u32| (v as u32).div_ceil(step).saturating_mul(step).clamp(step, max.max(step));
         (scale, (dw, dh), (up(dw, w), up(dh, h)))
     }
@@ -232,7 +260,7 @@ impl Detector {
                 dst[..row].copy_from_slice(src);
             }
         }
-        self.detect(&buffer, &info, None, min_score)
+        self.detect(&buffer, &info, None, Fit::Exact, min_score)
     }
 
     /// Crop, scale (keeping aspect) into the top-left of a padded canvas (see [`Self::canvas`]),
@@ -242,6 +270,7 @@ impl Detector {
         buffer: &gst::Buffer,
         info: &gst_video::VideoInfo,
         crop: [u32; 4],
+        fit: Fit,
     ) -> Result<Letterboxed, InferenceError> {
         let err = |what: String| InferenceError::Run(format!("letterbox: {what}"));
         let crop = [
@@ -252,7 +281,7 @@ impl Detector {
         ];
         let (cw, ch) = (crop[2].saturating_sub(crop[0]).max(1), crop[3].saturating_sub(crop[1]).max(1));
         let crop = [crop[0], crop[1], crop[0] + cw, crop[1] + ch];
-        let (scale, (dw, dh), (w, h)) = self.canvas(cw, ch);
+        let (scale, (dw, dh), (w, h)) = self.canvas(cw, ch, fit);
         let frame = gst_video::VideoFrame::from_buffer_readable(buffer.clone(), info)
             .map_err(|_| err("cannot map the frame".into()))?;
         let source = resample::Source::of(&frame)

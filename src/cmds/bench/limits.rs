@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use vigil::config::{Config, InferenceConfig};
-use vigil::detect::Detector;
+use vigil::detect::{Detector, Fit};
 use vigil::frame::Frame;
 use vigil::inference::{Runtime, Workload};
 use vigil::metrics::Metrics;
@@ -129,7 +129,7 @@ fn measure(
 ) -> Setting {
     // One warm-up call: the first run plans memory and is not representative.
     let f = &frames[0];
-    let _ = detector.detect(&f.buffer, &f.info, None, 0.3);
+    let _ = detector.detect(&f.buffer, &f.info, None, Fit::Grid, 0.3);
     let model_before = model_seconds(metrics);
     let deadline = Instant::now() + MEASURE;
     let started = Instant::now();
@@ -140,7 +140,7 @@ fn measure(
                 let mut n = 0usize;
                 while Instant::now() < deadline {
                     let f = &frames[(c + n) % frames.len()];
-                    detector.detect(&f.buffer, &f.info, None, 0.3).expect("detector runs");
+                    detector.detect(&f.buffer, &f.info, None, Fit::Grid, 0.3).expect("detector runs");
                     n += 1;
                 }
                 n
