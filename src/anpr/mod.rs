@@ -160,6 +160,8 @@ impl PlateReader {
             keep_tallest_serials(&mut reads);
             admit_vanity(&mut reads, (y1, y2));
         } else {
+            let unread: Vec<Quad> = quads.iter().filter(|q| reads.iter().all(|r| r.quad != **q)).copied().collect();
+            drop_continued_text(&mut reads, &unread, &joined);
             reads.retain(|r| r.text.is_serial());
         }
         Ok(reads)
@@ -264,6 +266,23 @@ const SMALLER_SERIAL: f32 = 0.7;
 fn keep_tallest_serials(reads: &mut Vec<PlateRead>) {
     let tallest = reads.iter().filter(|r| r.text.is_serial()).map(|r| r.quad.size().1).fold(0.0, f32::max);
     reads.retain(|r| !r.text.is_serial() || r.quad.size().1 >= SMALLER_SERIAL * tallest);
+}
+
+/// In a scene, drop the serials that continue a longer line of text: where a joined line did not
+/// read as a plate, a serial piece beside a piece at least as wide that the recogniser read as no
+/// plate candidate at all (longer than any plate, a phone number, a date) is part of that text:
+/// a fleet number after a sticker's phone line, a code on a sign. A plate's characters stand
+/// alone on the plate. Pieces read as words are left alone: a van's painted name can sit beside
+/// its plate, and a plate split at its gap leaves shorter groups (`RK` of `RK 828-AG`). A
+/// vehicle's own search has its box to tell its plate from such text instead.
+fn drop_continued_text(reads: &mut Vec<PlateRead>, unread: &[Quad], joined: &[(Quad, Vec<Quad>)]) {
+    for (line, pieces) in joined {
+        if reads.iter().any(|r| r.quad == *line) {
+            continue;
+        }
+        let longest_unread = pieces.iter().filter(|q| unread.contains(q)).map(|q| q.size().0).fold(0.0, f32::max);
+        reads.retain(|r| !(pieces.contains(&r.quad) && r.text.is_serial() && r.quad.size().0 <= longest_unread));
+    }
 }
 
 /// Vanity plates are this long: shorter words of one kind are mostly badges and years (`FORD`,
@@ -522,6 +541,32 @@ mod tests {
     /// A read of `t` on a 100 × `h` line whose top is at `y`.
     fn sized(t: &str, y: f32, h: f32) -> PlateRead {
         PlateRead { text: text(t, &[0.99; 7]), quad: Quad([(0.0, y), (100.0, y), (100.0, y + h), (0.0, y + h)]) }
+    }
+
+    /// A read of `t` on a `w` × 20 line from `x` along the row whose top is at 0.
+    fn along(t: &str, x: f32, w: f32) -> PlateRead {
+        PlateRead { text: text(t, &[0.99; 7]), quad: Quad([(x, 0.0), (x + w, 0.0), (x + w, 20.0), (x, 20.0)]) }
+    }
+
+    #[test]
+    fn a_serial_continuing_a_longer_unread_line_in_a_scene_is_not_a_plate() {
+        let texts = |reads: &[PlateRead]| reads.iter().map(|r| r.text.text.clone()).collect::<Vec<_>>();
+        let whole = |a: &PlateRead, b: &PlateRead| Quad([a.quad.0[0], b.quad.0[1], b.quad.0[2], a.quad.0[3]]);
+        // A sticker's `Call 1-800 2ADVISE`, too long for a plate and so not a candidate, ran on
+        // into its fleet number `3479CH`; the joined line did not read as a plate either.
+        let (phone, fleet) = (along("", 0.0, 140.0), along("3479CH", 150.0, 60.0));
+        let sticker = (whole(&phone, &fleet), vec![phone.quad, fleet.quad]);
+        // A van's painted name, read as a word, beside its plate: the plate stays.
+        let (name, van) = (along("METRO", 300.0, 120.0), along("2DA044", 430.0, 60.0));
+        let painted = (whole(&name, &van), vec![name.quad, van.quad]);
+        // A plate split at its gap whose joined line misread: its unread letter group is
+        // narrower than its serial part, which stays.
+        let (district, rest) = (along("", 600.0, 25.0), along("828AG", 635.0, 55.0));
+        let plate = (whole(&district, &rest), vec![district.quad, rest.quad]);
+        let unread = [phone.quad, district.quad];
+        let mut reads = vec![fleet, name, van, rest];
+        drop_continued_text(&mut reads, &unread, &[sticker, painted, plate]);
+        assert_eq!(texts(&reads), ["METRO", "2DA044", "828AG"]);
     }
 
     #[test]
