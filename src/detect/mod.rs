@@ -216,24 +216,27 @@ impl Detector {
     /// picture rounded up to the largest stride, which every input side must be a multiple of).
     fn canvas(&self, cw: u32, ch: u32, fit: Fit) -> (f32, (i32, i32), (u32, u32)) {
         let (w, h) = (self.width, self.height);
-        let scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
-        let (dw, dh) = (
-            ((cw as f32 * scale).round() as i32).clamp(1, w as i32),
-            ((ch as f32 * scale).round() as i32).clamp(1, h as i32),
-        );
+        let step = self.strides.iter().copied().max().unwrap_or(32);
+        let sides = |scale: f32| {
+            let side = |v: u32, max: u32| ((v as f32 * scale).round() as i32).clamp(1, max as i32);
+            (side(cw, w), side(ch, h))
+        };
+        let mut scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
+        if self.flexible && fit == Fit::Grid {
+            // A side just past a multiple of the stride would be padded by most of a stride:
+            // shrink the picture onto the multiple below instead, when that costs at most
+            // GRID_SHRINK.
+            let onto_grid = |v: i32| {
+                let down = v as u32 / step * step;
+                if down >= step && down as f32 >= (1.0 - GRID_SHRINK) * v as f32 { down as f32 / v as f32 } else { 1.0 }
+            };
+            let (dw, dh) = sides(scale);
+            scale *= onto_grid(dw).min(onto_grid(dh));
+        }
+        let (dw, dh) = sides(scale);
         if !self.flexible {
             return (scale, (dw, dh), (w, h));
         }
-        let step = self.strides.iter().copied().max().unwrap_or(32);
-        // A side just past a multiple of the stride would be padded by most of a stride: shrink
-        // the picture onto the multiple below instead, when that costs at most GRID_SHRINK.
-        let onto_grid = |v: i32| {
-            let down = v as u32 / step * step;
-            let near = down >= step && down as f32 >= (1.0 - GRID_SHRINK) * v as f32;
-            if fit == Fit::Grid && near { down as f32 / v as f32 } else { 1.0 }
-        };
-        let scale = scale * onto_grid(dw).min(onto_grid(dh));
-        let (dw, dh) = (((cw as f32 * scale).round() as i32).max(1), ((ch as f32 * scale).round() as i32).max(1));
         let up = |v: i32, max: u32| (v as u32).div_ceil(step).saturating_mul(step).clamp(step, max.max(step));
         (scale, (dw, dh), (up(dw, w), up(dh, h)))
     }
