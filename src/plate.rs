@@ -237,6 +237,9 @@ pub struct PlateText {
     pub probs: Vec<f32>,
     /// The recogniser's text before normalisation.
     pub raw: String,
+    /// Positions in `text` before which the recogniser read a mark, not a character: a dash, a
+    /// dot or an emblem between character groups.
+    pub marks: Vec<usize>,
     /// The least sure character's probability: a plate is only as right as its weakest character.
     pub confidence: f32,
     /// How plate-like the line is; higher is better, used to choose among lines.
@@ -261,6 +264,7 @@ impl PlateText {
 /// A format re-ranks and fixes confusions but never rejects a line that passes without it, so a
 /// vanity plate or an older series is still read under a region's preset.
 pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText> {
+    let read = chars;
     let raw: String = chars.iter().map(|c| c.ch).collect();
     // Plates are upper case: a lone lower-case letter among capitals is an emblem or a smudge.
     let lower = chars.iter().filter(|c| c.ch.is_ascii_lowercase()).count();
@@ -291,6 +295,18 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
         return None;
     }
     let probs: Vec<f32> = chars.iter().map(|c| c.prob).collect();
+    // A mark is punctuation the recogniser preferred well over any character there.
+    let is_mark = |r: &Char| {
+        !(r.ch.is_alphanumeric() || r.ch.is_whitespace())
+            && r.alts.iter().filter(|a| a.0.is_alphanumeric()).all(|a| 2.0 * a.1 < r.prob)
+    };
+    let mut marks: Vec<usize> = read
+        .iter()
+        .filter(|r| is_mark(r))
+        .map(|r| chars.iter().filter(|c| c.step < r.step).count())
+        .filter(|&i| i > 0 && i < chars.len())
+        .collect();
+    marks.dedup();
     let confidence = probs.iter().copied().fold(1.0, f32::min);
     let mean = probs.iter().sum::<f32>() / probs.len() as f32;
 
@@ -314,8 +330,44 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     } else if !formats.is_empty() {
         likeness -= 0.2;
     }
-    Some(PlateText { text, probs, raw, confidence, likeness, formatted })
+    Some(PlateText { text, probs, raw, marks, confidence, likeness, formatted })
 }
+
+/// A character read under this probability may be a mark misread (see [`excise_marks`]).
+const UNSURE_MARK: f32 = 0.8;
+
+/// Where one read of a line (a crop, a frame) read a mark between two characters (see
+/// [`PlateText::marks`]) and another read an unsure character between the same neighbours,
+/// that character is the mark: a separator or emblem between a plate's character groups (a dot, a state's outline, a
+/// heart) that the recogniser, which only knows characters, took for a letter in one crop and
+/// for punctuation in the other. The character is taken out when the rest of its read matches
+/// the marked read in all but a third of its characters, so a read of another line is no
+/// evidence. Sure characters stay: a plate's own glyph is read sure somewhere.
+pub fn excise_marks(reads: &mut [PlateText]) {
+    let marked: Vec<(Vec<u8>, usize)> =
+        reads.iter().flat_map(|r| r.marks.iter().map(|&i| (r.text.as_bytes().to_vec(), i))).collect();
+    for read in reads.iter_mut() {
+        let t = read.text.as_bytes();
+        let is_mark = |i: usize| {
+            let without: Vec<u8> = t[..i].iter().chain(&t[i + 1..]).copied().collect();
+            marked.iter().any(|(m, at)| {
+                *at == i
+                    && m.len() == without.len()
+                    && 3 * m.iter().zip(&without).filter(|(a, b)| a != b).count() <= m.len()
+            })
+        };
+        if let Some(i) = (1..t.len().saturating_sub(1)).find(|&i| read.probs[i] < UNSURE_MARK && is_mark(i)) {
+            read.text.remove(i);
+            read.probs.remove(i);
+            read.marks.push(i);
+            read.confidence = read.probs.iter().copied().fold(1.0, f32::min);
+        }
+    }
+}
+
+/// Letters a recogniser reads for a digit (B 8, D O Q 0, I L 1, S 5, Z 2, G 6): one in a date's
+/// three groups of digits is still a date. Two are not: a plate of three groups can hold letters.
+const DIGIT_LOOK_ALIKES: &str = "BDOQILSZG";
 
 /// Whether a line is a clock or a date, as cameras and dashcams burn into their pictures: a time
 /// (one or two digits, a colon, two digits: 08:05, 12:34:56), or digits in three groups split by
@@ -337,7 +389,10 @@ fn is_clock_or_date(raw: &str) -> bool {
     }
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let groups: Vec<&str> = compact.split(['-', '/', '.']).collect();
-    groups.len() == 3 && groups.iter().all(|g| (1..=4).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit()))
+    let alike = |c: char| DIGIT_LOOK_ALIKES.contains(c.to_ascii_uppercase());
+    groups.len() == 3
+        && compact.chars().filter(|&c| alike(c)).count() <= 1
+        && groups.iter().all(|g| (1..=4).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit() || alike(c)))
 }
 
 /// Levenshtein distance between two short strings.
@@ -482,13 +537,43 @@ mod tests {
 
     #[test]
     fn clocks_and_dates_are_not_plates_but_seals_read_as_a_colon_are() {
-        for clock in ["12:34:56", "2014-05-08 08:05", "08/05/14", "2014.05.08", "9:30", "07:51816", "123:4567"] {
+        // `2014-B4-30`: a date with one digit read as its look-alike letter.
+        for clock in
+            ["12:34:56", "2014-05-08 08:05", "08/05/14", "2014.05.08", "9:30", "07:51816", "123:4567", "2014-B4-30"]
+        {
             assert!(is_clock_or_date(clock), "{clock}");
         }
-        // German plates: district, seals (read as a colon), letters, digits.
-        for plate in ["BSE:55-79", "M:AB 123", "3B2:9485", "RK-755AJ"] {
+        // German plates: district, seals (read as a colon), letters, digits. Dutch plates come in
+        // three groups, letters in one of them.
+        for plate in ["BSE:55-79", "M:AB 123", "3B2:9485", "RK-755AJ", "12-BB-34", "99-XG-12", "6-SZL-20"] {
             assert!(!is_clock_or_date(plate), "{plate}");
         }
+    }
+
+    #[test]
+    fn a_glyph_another_read_saw_as_a_mark_between_the_same_neighbours_is_that_mark() {
+        let f = Formats::default();
+        let mut colon = chars("91A:42A", &[0.9, 0.9, 0.9, 0.44, 0.9, 0.42, 0.9]);
+        colon[3].alts = [('-', 0.04), ('·', 0.03)];
+        let marked = judge(&colon, 3.0, &f).unwrap();
+        assert_eq!((marked.text.as_str(), marked.marks.as_slice()), ("91A42A", &[3][..]));
+        // A dash the recogniser nearly read as the letter there is no mark.
+        let mut dash = chars("D-5X9P", &[0.97, 0.28, 0.94, 0.9, 0.93, 0.98]);
+        dash[1].alts = [('H', 0.27), ('.', 0.13)];
+        assert!(judge(&dash, 3.0, &f).unwrap().marks.is_empty());
+
+        let letter = |p: f32| judge(&chars("91AN4ZA", &[0.9, 0.9, 0.9, p, 0.9, 0.9, 0.9]), 2.0, &f).unwrap();
+        let other_line = judge(&chars("XY7-42A", &[0.9; 7]), 3.0, &f).unwrap();
+        let mut reads = vec![letter(0.52), marked.clone(), letter(0.95), other_line.clone()];
+        excise_marks(&mut reads);
+        let texts: Vec<&str> = reads.iter().map(|r| r.text.as_str()).collect();
+        // The unsure N goes (the Z/2 the marked read differs in is left to the vote); a sure N
+        // stays; a mark in a line that reads otherwise is no evidence.
+        assert_eq!(texts, ["91A4ZA", "91A42A", "91AN4ZA", "XY742A"]);
+        assert_eq!(reads[0].probs.len(), 6);
+        let mut alone = vec![letter(0.52), other_line];
+        excise_marks(&mut alone);
+        assert_eq!(alone[0].text, "91AN4ZA");
     }
 
     #[test]

@@ -61,6 +61,8 @@ const UNREADABLE: u32 = 2;
 const REACQUIRED: f64 = 1.0;
 /// A read further than this (in edits) from a track's published plate is another vehicle's.
 const OTHER_PLATE: usize = 2;
+/// Plate reads this many edits apart on tracks that follow each other are one plate.
+const SAME_PLATE: usize = 1;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
 const BETTER: f32 = 0.02;
 /// A new track that reads a plate published this recently (one edit apart) is the same vehicle,
@@ -403,10 +405,14 @@ impl PlateStage {
         let seen: Vec<(u64, [f32; 4])> =
             tracker.tracks().iter().filter(|tr| tr.last_seen == t).map(|tr| (tr.id, tr.bbox)).collect();
         let mut events = Vec::new();
+        let seen_ids: Vec<u64> = seen.iter().map(|s| s.0).collect();
         for (id, bbox) in seen {
             self.touch(id, t);
             let best = reads.iter().max_by(|a, b| iou(&a.bbox(), &bbox).total_cmp(&iou(&b.bbox(), &bbox)));
             if let Some(read) = best.filter(|r| iou(&r.bbox(), &bbox) > 0.3) {
+                if !self.tracks.contains_key(&id) {
+                    self.carry_over(id, &read.text.text, &seen_ids);
+                }
                 let pt = self.tracks.entry(id).or_default();
                 if pt.attempts < self.cfg.max_reads {
                     pt.attempts += 1;
@@ -415,6 +421,24 @@ impl PlateStage {
             }
         }
         events
+    }
+
+    /// A plate read on a new track whose text is within [`SAME_PLATE`] edits of a plate track not
+    /// seen in this frame is that plate, moved further than its own width since its last read:
+    /// whole-frame reads are tenths of a second apart, and a passing car's plate crosses its own
+    /// width in less, so the boxes no longer overlap. The new track takes over its reads and
+    /// event, and its vote goes on.
+    fn carry_over(&mut self, id: u64, text: &str, seen: &[u64]) {
+        let moved = self.tracks.iter().find(|(other, pt)| {
+            !seen.contains(other)
+                && !pt.ended
+                && pt.consensus.vote().is_some_and(|v| edit_distance(&v.plate, text) <= SAME_PLATE)
+        });
+        if let Some(&other) = moved.map(|(other, _)| other)
+            && let Some(pt) = self.tracks.remove(&other)
+        {
+            self.tracks.insert(id, pt);
+        }
     }
 
     /// A track with a published plate is still in view: its plate stays recent.
@@ -480,7 +504,12 @@ impl PlateStage {
         {
             pt.best = Some((detached, read, vehicle_box));
         }
-        let mut voted = pt.consensus.vote().filter(|v| v.confidence >= min)?;
+        // Once out, an event follows its vote: a plate the later reads out-vote is revised even
+        // where the split vote is no longer sure enough to start an event of its own.
+        let stands = |pt: &PlateTrack, v: &Voted| {
+            v.confidence >= min || pt.published.as_ref().is_some_and(|p| p.plate != v.plate)
+        };
+        let mut voted = pt.consensus.vote().filter(|v| stands(pt, v))?;
         if pt.event_track.is_none() {
             let repeat = self
                 .recent
@@ -490,7 +519,7 @@ impl PlateStage {
             if let Some(r) = repeat {
                 pt.consensus.merge(&r.consensus);
                 pt.published = Some(r.voted.clone());
-                voted = pt.consensus.vote().filter(|v| v.confidence >= min)?;
+                voted = pt.consensus.vote().filter(|v| stands(pt, v))?;
             }
         }
         let event_track = pt.event_track.unwrap_or(track_id);

@@ -33,15 +33,17 @@ impl Consensus {
     /// Vote: the length with the most confidence behind it wins, then each position takes the
     /// character with the most confidence summed over the reads of that length.
     pub fn vote(&self) -> Option<Voted> {
+        let mut reads = self.reads.clone();
+        crate::plate::excise_marks(&mut reads);
         let mut by_len: Vec<(usize, f32)> = Vec::new();
-        for r in &self.reads {
+        for r in &reads {
             match by_len.iter_mut().find(|(n, _)| *n == r.text.len()) {
                 Some((_, w)) => *w += r.confidence,
                 None => by_len.push((r.text.len(), r.confidence)),
             }
         }
         let (len, _) = by_len.into_iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
-        let group: Vec<&PlateText> = self.reads.iter().filter(|r| r.text.len() == len).collect();
+        let group: Vec<&PlateText> = reads.iter().filter(|r| r.text.len() == len).collect();
         let mut plate = String::with_capacity(len);
         let mut confidence = 1.0f32;
         for i in 0..len {
@@ -71,6 +73,7 @@ mod tests {
             text: text.into(),
             probs: vec![p; text.len()],
             raw: text.into(),
+            marks: Vec::new(),
             confidence: p,
             likeness: p,
             formatted: false,

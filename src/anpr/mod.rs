@@ -328,6 +328,7 @@ fn pool(mut reads: Vec<PlateText>) -> Option<PlateText> {
     if reads.iter().any(PlateText::is_serial) {
         reads.retain(PlateText::is_serial);
     }
+    plate::excise_marks(&mut reads);
     let supports = |long: &PlateText, short: &PlateText| {
         if long.text == short.text {
             return true;
@@ -530,7 +531,15 @@ mod tests {
 
     fn text(t: &str, probs: &[f32]) -> PlateText {
         let confidence = probs.iter().copied().fold(1.0, f32::min);
-        PlateText { text: t.into(), probs: probs.to_vec(), raw: t.into(), confidence, likeness: 0.5, formatted: false }
+        PlateText {
+            text: t.into(),
+            probs: probs.to_vec(),
+            raw: t.into(),
+            marks: Vec::new(),
+            confidence,
+            likeness: 0.5,
+            formatted: false,
+        }
     }
 
     /// A read of `t` on a 100 × 20 line whose top is at `y`.

@@ -214,6 +214,7 @@ fn stream_report(args: &AnprArgs, models: &crate::cmds::anpr::Models) -> anyhow:
         let run = super::stream::run(&picked, &args.options, &args.redis)?;
         if args.misses {
             eprintln!("stream misses: {:?}; wrong plates: {:?}", run.missed, run.wrong_plates);
+            eprintln!("events (plate/confidence/reads): {}", run.listed.join(", "));
         }
         let n = picked.len().max(1) as f64;
         let (still_pct, stream_pct) = (100.0 * still as f64 / n, 100.0 * run.read as f64 / n);

@@ -34,6 +34,8 @@ pub struct StreamRun {
     /// The images' plates no event gave, and the events' plates no image shows.
     pub missed: Vec<String>,
     pub wrong_plates: Vec<String>,
+    /// Every `anpr` event as `plate/confidence/reads`, a wrong plate marked `✗`.
+    pub listed: Vec<String>,
 }
 
 /// `n` images with different plates, spread evenly over the set.
@@ -93,6 +95,13 @@ fn play(picked: &[Truth], options: &crate::cmds::anpr::Options, redis: &str, dir
         plate_reads: [camera.plate_reads.get(), camera.plate_reads_skipped.get()],
         missed: picked.iter().filter(|t| !got.contains(&folded(&t.plate))).map(|t| t.plate.clone()).collect(),
         wrong_plates: anpr.iter().map(plate).filter(|p| !wanted.contains(p)).collect(),
+        listed: anpr
+            .iter()
+            .map(|e| {
+                let mark = if wanted.contains(&plate(e)) { "" } else { " ✗" };
+                format!("{}/{}/{}{mark}", plate(e), e.event_data["confidence"], e.event_data["reads"])
+            })
+            .collect(),
     })
 }
 
