@@ -414,7 +414,11 @@ impl PlateStage {
                     self.carry_over(id, &read.text.text, &seen_ids);
                 }
                 let pt = self.tracks.entry(id).or_default();
-                if pt.attempts < self.cfg.max_reads {
+                // A plate track follows one plate; another plate read on it, once its own is out,
+                // is the next car's in the same place (see `vote`), with reads of its own to go.
+                let next_car =
+                    pt.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text.text) > OTHER_PLATE);
+                if pt.attempts < self.cfg.max_reads || next_car {
                     pt.attempts += 1;
                     events.extend(self.vote(id, read.clone(), bbox, frame, t));
                 }
