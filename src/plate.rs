@@ -359,15 +359,14 @@ pub fn excise_marks(reads: &mut [PlateText]) {
         if let Some(i) = (1..t.len().saturating_sub(1)).find(|&i| read.probs[i] < UNSURE_MARK && is_mark(i)) {
             read.text.remove(i);
             read.probs.remove(i);
+            read.marks.iter_mut().filter(|m| **m > i).for_each(|m| *m -= 1);
             read.marks.push(i);
+            read.marks.sort_unstable();
+            read.marks.dedup();
             read.confidence = read.probs.iter().copied().fold(1.0, f32::min);
         }
     }
 }
-
-/// Letters a recogniser reads for a digit (B 8, D O Q 0, I L 1, S 5, Z 2, G 6): one in a date's
-/// three groups of digits is still a date. Two are not: a plate of three groups can hold letters.
-const DIGIT_LOOK_ALIKES: &str = "BDOQILSZG";
 
 /// Whether a line is a clock or a date, as cameras and dashcams burn into their pictures: a time
 /// (one or two digits, a colon, two digits: 08:05, 12:34:56), or digits in three groups split by
@@ -389,7 +388,9 @@ fn is_clock_or_date(raw: &str) -> bool {
     }
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let groups: Vec<&str> = compact.split(['-', '/', '.']).collect();
-    let alike = |c: char| DIGIT_LOOK_ALIKES.contains(c.to_ascii_uppercase());
+    // One digit read as its look-alike letter (see [`CONFUSIONS`]) still makes a date. Two do
+    // not: a plate of three groups can hold letters.
+    let alike = |c: char| CONFUSIONS.iter().any(|&(letter, _)| letter == c.to_ascii_uppercase());
     groups.len() == 3
         && compact.chars().filter(|&c| alike(c)).count() <= 1
         && groups.iter().all(|g| (1..=4).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit() || alike(c)))
@@ -570,7 +571,7 @@ mod tests {
         // The unsure N goes (the Z/2 the marked read differs in is left to the vote); a sure N
         // stays; a mark in a line that reads otherwise is no evidence.
         assert_eq!(texts, ["91A4ZA", "91A42A", "91AN4ZA", "XY742A"]);
-        assert_eq!(reads[0].probs.len(), 6);
+        assert_eq!((reads[0].probs.len(), reads[0].marks.as_slice()), (6, &[3][..]));
         let mut alone = vec![letter(0.52), other_line];
         excise_marks(&mut alone);
         assert_eq!(alone[0].text, "91AN4ZA");

@@ -24,7 +24,7 @@ use crate::events::{EventType, NewEvent, snapshot};
 use crate::frame::Frame;
 use crate::geometry::iou;
 use crate::metrics::CameraMetrics;
-use crate::plate::{Formats, edit_distance};
+use crate::plate::{Formats, PlateText, edit_distance};
 use crate::throttle::Throttle;
 use crate::track::{Change, Tracker};
 
@@ -61,7 +61,8 @@ const UNREADABLE: u32 = 2;
 const REACQUIRED: f64 = 1.0;
 /// A read further than this (in edits) from a track's published plate is another vehicle's.
 const OTHER_PLATE: usize = 2;
-/// Plate reads this many edits apart on tracks that follow each other are one plate.
+/// Plate reads this many edits apart on tracks that follow each other (a plate moved, a track
+/// broke) are one plate.
 const SAME_PLATE: usize = 1;
 /// A revision is published when the vote's confidence rises by this much (or the plate changes).
 const BETTER: f32 = 0.02;
@@ -89,6 +90,16 @@ struct PlateTrack {
     event_track: Option<u64>,
     /// The track ended while a read of it was out: forget it once the read is back.
     ended: bool,
+}
+
+impl PlateTrack {
+    /// Whether `read` is a sure read of another plate on a track whose plate is out: the tracker
+    /// carried the track over to the next vehicle (one left and another stopped in its place
+    /// within the tracker's max_age).
+    fn next_vehicle(&self, read: &PlateText, min: f32) -> bool {
+        read.confidence >= min
+            && self.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text) > OTHER_PLATE)
+    }
 }
 
 /// A vehicle region due for a read on the current frame.
@@ -414,11 +425,8 @@ impl PlateStage {
                     self.carry_over(id, &read.text.text, &seen_ids);
                 }
                 let pt = self.tracks.entry(id).or_default();
-                // A plate track follows one plate; another plate read on it, once its own is out,
-                // is the next car's in the same place (see `vote`), with reads of its own to go.
-                let next_car =
-                    pt.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text.text) > OTHER_PLATE);
-                if pt.attempts < self.cfg.max_reads || next_car {
+                // The next car's plate in the same place has reads of its own to go (see `vote`).
+                if pt.attempts < self.cfg.max_reads || pt.next_vehicle(&read.text, self.cfg.min_confidence) {
                     pt.attempts += 1;
                     events.extend(self.vote(id, read.clone(), bbox, frame, t));
                 }
@@ -493,12 +501,8 @@ impl PlateStage {
         self.recent.retain(|r| t - r.at <= REPEAT_SECS);
         let min = self.cfg.min_confidence;
         let pt = self.tracks.entry(track_id).or_default();
-        // A vehicle keeps its plate: a sure read of another plate on a track whose plate is out
-        // means the tracker carried the track over to the next vehicle (one left and another
-        // stopped in its place within the tracker's max_age). That plate is an event of its own.
-        if pt.published.as_ref().is_some_and(|p| edit_distance(&p.plate, &read.text.text) > OTHER_PLATE)
-            && read.text.confidence >= min
-        {
+        // A vehicle keeps its plate: the next vehicle's is an event of its own.
+        if pt.next_vehicle(&read.text, min) {
             *pt = PlateTrack { event_track: Some(self.next_event), seen: pt.seen, ..PlateTrack::default() };
             self.next_event += 1;
         }
@@ -518,7 +522,7 @@ impl PlateStage {
             let repeat = self
                 .recent
                 .iter()
-                .find(|r| r.event_track != track_id && edit_distance(&r.voted.plate, &voted.plate) <= 1);
+                .find(|r| r.event_track != track_id && edit_distance(&r.voted.plate, &voted.plate) <= SAME_PLATE);
             pt.event_track = Some(repeat.map_or(track_id, |r| r.event_track));
             if let Some(r) = repeat {
                 pt.consensus.merge(&r.consensus);
