@@ -131,3 +131,23 @@ fn an_older_onnx_runtime_is_one_clear_error() {
     assert!(stderr.contains("expected version >= '1.31.x', but got '1.20.1'"), "{stderr}");
     assert_eq!(stderr.lines().filter(|l| l.contains("ONNX Runtime")).count(), 1, "one line: {stderr}");
 }
+
+#[test]
+fn a_text_detector_without_its_normalisation_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = std::fs::read_to_string(models().join("manifest.toml")).unwrap();
+    let without: String = manifest.lines().filter(|l| !l.starts_with("normalise")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(without, manifest, "the shipped manifest gives the text detector its normalisation");
+    std::fs::write(dir.path().join("manifest.toml"), without).unwrap();
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("media/plates/AYO9034.jpg");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["anpr", "--dedicated", "--models"])
+        .arg(dir.path())
+        .arg(&image)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("`ppocr-v4-det` needs `normalise`"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use image::{GenericImageView, RgbImage, imageops};
 
 use crate::config::{InferenceConfig, ModelsConfig};
-use crate::inference::manifest::Manifest;
+use crate::inference::manifest::{Manifest, Normalise};
 use crate::inference::{Batcher, InferenceError, Runtime, Workload};
 use crate::metrics::Metrics;
 use crate::plate::{self, Formats, PlateText};
@@ -70,6 +70,7 @@ impl PlateRead {
 /// The text detector and recogniser; shared by every camera.
 pub struct PlateReader {
     det: Batcher,
+    det_norm: Normalise,
     rec: Batcher,
     alphabet: Alphabet,
     classes: usize,
@@ -91,6 +92,10 @@ impl PlateReader {
             })
         };
         let (det_entry, rec_entry) = (find("text-detect")?, find("text-recognise")?);
+        let det_norm = det_entry.normalise.ok_or_else(|| InferenceError::Model {
+            path: manifest.dir.join("manifest.toml").display().to_string(),
+            reason: format!("`{}` needs `normalise`: the mean and deviation it was trained with", det_entry.name),
+        })?;
         let det = runtime.session(&manifest.path(&det_entry.file), Workload::Regions)?;
         let rec_path = manifest.path(&rec_entry.file);
         let rec = runtime.session(&rec_path, Workload::Regions)?;
@@ -111,6 +116,7 @@ impl PlateReader {
         }
         Ok(Self {
             det: Batcher::spawn(&det_entry.name, vec![det], inference, metrics.clone()),
+            det_norm,
             rec: Batcher::spawn(&rec_entry.name, vec![rec], inference, metrics),
             alphabet,
             classes: classes as usize,
@@ -169,7 +175,7 @@ impl PlateReader {
 
     /// Text lines in an image, as quads in its pixels, the largest first.
     fn find_lines(&self, image: &RgbImage, (w, h): (u32, u32)) -> Result<Vec<Quad>, InferenceError> {
-        let out = self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, (w, h)))?;
+        let out = self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, (w, h), self.det_norm))?;
         let (mh, mw) = match out.shape.as_slice() {
             [1, mh, mw] => (*mh, *mw),
             other => return Err(InferenceError::Run(format!("text detector output {other:?}"))),

@@ -8,6 +8,8 @@ use imageproc::geometric_transformations::{Border, Interpolation, Projection, wa
 use imageproc::geometry::min_area_rect;
 use imageproc::point::Point;
 
+use crate::inference::manifest::Normalise;
+
 /// A text region: corners clockwise from the top-left, in source pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quad(pub [(f32, f32); 4]);
@@ -82,16 +84,11 @@ pub fn input_size(width: u32, height: u32, min_side: u32, max_side: u32) -> (u32
     (round(w * scale), round(h * scale))
 }
 
-/// The detector's per-channel mean and deviation, in B, G, R order: PaddleOCR trains DB text
-/// detectors on BGR images normalised with ImageNet's RGB statistics taken in list order. With
-/// the recogniser's (x/255 − 0.5)/0.5 instead, the detector missed plain plates on pale cars.
-const DET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const DET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Lay out an RGB image as the detector's planar BGR tensor, resized to `size`.
-pub fn tensor(image: &RgbImage, size: (u32, u32)) -> Vec<f32> {
+/// Lay out an RGB image as the detector's planar BGR tensor, resized to `size` and scaled by
+/// `norm` (its mean and deviation in B, G, R order).
+pub fn tensor(image: &RgbImage, size: (u32, u32), norm: Normalise) -> Vec<f32> {
     let resized = imageops::resize(image, size.0, size.1, imageops::FilterType::Triangle);
-    planar_bgr(&resized, size.0 as usize, DET_MEAN, DET_STD)
+    planar_bgr(&resized, size.0 as usize, norm.mean, norm.std)
 }
 
 /// Planar BGR floats, (x/255 − mean)/std per plane (B, G, R), `width` columns (right padding

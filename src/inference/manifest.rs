@@ -27,6 +27,15 @@ pub struct ModelEntry {
     pub output: Option<OutputSpec>,
     /// IoU above which NMS suppresses a box of the same class.
     pub nms_iou: Option<f32>,
+    /// How pixels are scaled for a model fed `(x/255 − mean)/std`.
+    pub normalise: Option<Normalise>,
+}
+
+/// Per-channel mean and deviation of pixels scaled to 0..1, in the model's channel order.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Normalise {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
 /// A detector's input.
