@@ -576,3 +576,106 @@ impl PlateStage {
 fn region_rgb(frame: &Frame, region: Option<[u32; 4]>) -> Option<image::RgbImage> {
     snapshot::frame_rgb(frame, region).inspect_err(|e| warn!("plate region not converted: {e}")).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anpr::PlateReader;
+    use crate::anpr::textdet::Quad;
+    use crate::config::Config;
+    use crate::inference::Runtime;
+    use crate::metrics::Metrics;
+    use gstreamer as gst;
+    use gstreamer_video as gst_video;
+
+    /// A dedicated camera's plate stage, with the real plate models behind its queue.
+    fn dedicated_stage() -> PlateStage {
+        let config = Config::parse(
+            "[[cameras]]\nid = \"gate\"\nurl = \"rtsp://127.0.0.1/gate\"\n[cameras.anpr]\nenabled = true\nmode = \"dedicated\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::load(&config.inference).unwrap();
+        let reader = PlateReader::load(&config.models, &runtime, &config.inference, metrics.clone()).unwrap();
+        let camera = &config.cameras[0];
+        PlateStage::new(camera, ReadQueue::spawn(Arc::new(reader)), Vec::new(), metrics.camera(&camera.id)).unwrap()
+    }
+
+    fn frame() -> Frame {
+        gst::init().unwrap();
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 1280, 720).build().unwrap();
+        Frame {
+            camera: "gate".into(),
+            seq: 0,
+            pts: None,
+            wall: chrono::Utc::now(),
+            info: Arc::new(info.clone()),
+            buffer: gst::Buffer::from_mut_slice(vec![128u8; info.size()]),
+        }
+    }
+
+    /// A read of `text`, every character at `p`, in the box at `x`.
+    fn read(text: &str, p: f32, x: f32) -> PlateRead {
+        let text = PlateText {
+            text: text.into(),
+            probs: vec![p; text.len()],
+            raw: text.into(),
+            marks: Vec::new(),
+            confidence: p,
+            likeness: p,
+            formatted: false,
+        };
+        PlateRead { text, quad: Quad([(x, 400.0), (x + 120.0, 400.0), (x + 120.0, 440.0), (x, 440.0)]) }
+    }
+
+    fn plate_and_key(e: &NewEvent) -> (String, String) {
+        (e.data["plate"].as_str().unwrap().to_string(), e.key.clone().unwrap())
+    }
+
+    #[test]
+    fn a_plate_that_moved_past_its_box_keeps_its_event_and_its_vote_revises_it() {
+        let mut stage = dedicated_stage();
+        let frame = frame();
+        let first = stage.track_plates(vec![read("FE5R20", 0.7, 100.0)], &frame, 0.0);
+        let (plate, key) = plate_and_key(&first[0]);
+        assert_eq!(plate, "FE5R20");
+        // A third of a second later the plate is past its own width: a new box, one edit off.
+        let second = stage.track_plates(vec![read("FE5R2D", 0.95, 300.0)], &frame, 0.3);
+        assert_eq!(second.len(), 1, "the later, surer read revises the event");
+        // Split one to one, the vote is under min_confidence, but the event follows it.
+        assert_eq!(plate_and_key(&second[0]), ("FE5R2D".to_string(), key));
+    }
+
+    #[test]
+    fn a_moving_plates_reads_vote_together_across_its_broken_boxes() {
+        let mut stage = dedicated_stage();
+        let frame = frame();
+        // Two unsure reads, each past the last one's box: no event yet, and no box overlaps.
+        assert!(stage.track_plates(vec![read("FE5R2D", 0.5, 100.0)], &frame, 0.0).is_empty());
+        assert!(stage.track_plates(vec![read("FE5R2D", 0.5, 300.0)], &frame, 0.3).is_empty());
+        let events = stage.track_plates(vec![read("FE5R2D", 0.9, 500.0)], &frame, 0.6);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data["reads"], 3, "{}", events[0].data);
+    }
+
+    #[test]
+    fn the_next_cars_plate_in_the_same_place_is_an_event_of_its_own() {
+        let mut stage = dedicated_stage();
+        let frame = frame();
+        let first = stage.track_plates(vec![read("ABC1234", 0.95, 100.0)], &frame, 0.0);
+        let (_, key) = plate_and_key(&first[0]);
+        let mut t = 0.0;
+        // The budget is spent on the first plate...
+        for _ in 0..6 {
+            t += 0.2;
+            stage.track_plates(vec![read("ABC1234", 0.95, 100.0)], &frame, t);
+        }
+        // ...and the next car stops where it stood, before the track could end.
+        let next = stage.track_plates(vec![read("XYZ9876", 0.95, 100.0)], &frame, t + 0.2);
+        assert_eq!(next.len(), 1);
+        let (plate, next_key) = plate_and_key(&next[0]);
+        assert_eq!(plate, "XYZ9876");
+        assert_ne!(next_key, key);
+    }
+}
