@@ -258,6 +258,23 @@ impl PlateText {
     }
 }
 
+#[cfg(test)]
+impl PlateText {
+    /// A test read of `text`, its characters as sure as `probs` say, as plate-like as its weakest.
+    pub(crate) fn sample(text: &str, probs: &[f32]) -> Self {
+        let confidence = probs.iter().copied().fold(1.0, f32::min);
+        PlateText {
+            text: text.into(),
+            probs: probs.to_vec(),
+            raw: text.into(),
+            marks: Vec::new(),
+            confidence,
+            likeness: confidence,
+            formatted: false,
+        }
+    }
+}
+
 /// Judge a recognised line (`aspect` is its width over height) as a plate candidate; `None` when
 /// it cannot be one. Text of one kind is judged too, ranked below serials and marked by
 /// [`PlateText::is_serial`], for the reader to take only as a vehicle's vanity plate.

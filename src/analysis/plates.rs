@@ -617,15 +617,7 @@ mod tests {
 
     /// A read of `text`, every character at `p`, in the box at `x`.
     fn read(text: &str, p: f32, x: f32) -> PlateRead {
-        let text = PlateText {
-            text: text.into(),
-            probs: vec![p; text.len()],
-            raw: text.into(),
-            marks: Vec::new(),
-            confidence: p,
-            likeness: p,
-            formatted: false,
-        };
+        let text = PlateText::sample(text, &vec![p; text.len()]);
         PlateRead { text, quad: Quad([(x, 400.0), (x + 120.0, 400.0), (x + 120.0, 440.0), (x, 440.0)]) }
     }
 

@@ -69,15 +69,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str, p: f32) -> PlateText {
-        PlateText {
-            text: text.into(),
-            probs: vec![p; text.len()],
-            raw: text.into(),
-            marks: Vec::new(),
-            confidence: p,
-            likeness: p,
-            formatted: false,
-        }
+        PlateText::sample(text, &vec![p; text.len()])
     }
 
     #[test]

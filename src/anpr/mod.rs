@@ -536,16 +536,7 @@ mod tests {
     }
 
     fn text(t: &str, probs: &[f32]) -> PlateText {
-        let confidence = probs.iter().copied().fold(1.0, f32::min);
-        PlateText {
-            text: t.into(),
-            probs: probs.to_vec(),
-            raw: t.into(),
-            marks: Vec::new(),
-            confidence,
-            likeness: 0.5,
-            formatted: false,
-        }
+        PlateText { likeness: 0.5, ..PlateText::sample(t, probs) }
     }
 
     /// A read of `t` on a 100 × 20 line whose top is at `y`.
