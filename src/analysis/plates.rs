@@ -86,8 +86,11 @@ struct PlateTrack {
     /// The most confident read so far: its frame is the snapshot.
     best: Option<(Frame, PlateRead, [f32; 4])>,
     published: Option<Voted>,
-    /// The track whose event this one revises (itself unless it repeats a recent plate).
+    /// The track whose event this one revises (its own key unless it repeats a recent plate).
     event_track: Option<u64>,
+    /// The event key this track takes when it repeats no recent plate: its id, or a fresh key
+    /// once the tracker carried it over to the next vehicle.
+    own_key: Option<u64>,
     /// The track ended while a read of it was out: forget it once the read is back.
     ended: bool,
 }
@@ -501,9 +504,10 @@ impl PlateStage {
         self.recent.retain(|r| t - r.at <= REPEAT_SECS);
         let min = self.cfg.min_confidence;
         let pt = self.tracks.entry(track_id).or_default();
-        // A vehicle keeps its plate: the next vehicle's is an event of its own.
+        // A vehicle keeps its plate: the next vehicle's is an event of its own, unless another
+        // track (a second box on that vehicle) has just published it.
         if pt.next_vehicle(&read.text, min) {
-            *pt = PlateTrack { event_track: Some(self.next_event), seen: pt.seen, ..PlateTrack::default() };
+            *pt = PlateTrack { own_key: Some(self.next_event), seen: pt.seen, ..PlateTrack::default() };
             self.next_event += 1;
         }
         pt.consensus.add(read.text.clone());
@@ -519,11 +523,12 @@ impl PlateStage {
         };
         let mut voted = pt.consensus.vote().filter(|v| stands(pt, v))?;
         if pt.event_track.is_none() {
+            let own = pt.own_key.unwrap_or(track_id);
             let repeat = self
                 .recent
                 .iter()
-                .find(|r| r.event_track != track_id && edit_distance(&r.voted.plate, &voted.plate) <= SAME_PLATE);
-            pt.event_track = Some(repeat.map_or(track_id, |r| r.event_track));
+                .find(|r| r.event_track != own && edit_distance(&r.voted.plate, &voted.plate) <= SAME_PLATE);
+            pt.event_track = Some(repeat.map_or(own, |r| r.event_track));
             if let Some(r) = repeat {
                 pt.consensus.merge(&r.consensus);
                 pt.published = Some(r.voted.clone());
@@ -669,5 +674,23 @@ mod tests {
         let (plate, next_key) = plate_and_key(&next[0]);
         assert_eq!(plate, "XYZ9876");
         assert_ne!(next_key, key);
+    }
+
+    #[test]
+    fn a_track_carried_to_a_plate_another_track_just_published_revises_that_event() {
+        let mut stage = dedicated_stage();
+        let frame = frame();
+        let first = stage.track_plates(vec![read("ABC1234", 0.95, 100.0)], &frame, 0.0);
+        let (_, first_key) = plate_and_key(&first[0]);
+        // The next car's plate is published from a box of its own...
+        let next = stage.track_plates(vec![read("XYZ9876", 0.95, 500.0)], &frame, 0.2);
+        let (_, next_key) = plate_and_key(&next[0]);
+        // ...and then read where the first plate stood, on the first plate's track.
+        let again = stage.track_plates(vec![read("XYZ9876", 0.99, 100.0)], &frame, 0.4);
+        let keys: Vec<String> = again.iter().map(|e| plate_and_key(e).1).collect();
+        assert!(
+            keys.iter().all(|k| *k == next_key && *k != first_key),
+            "one car, one event: {keys:?} beside {next_key}"
+        );
     }
 }
