@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::anpr::consensus::{Consensus, Voted};
 use crate::anpr::queue::{QueueError, ReadQueue, Reads};
-use crate::anpr::{PlateRead, SAME_VEHICLE, Search};
+use crate::anpr::{PlateRead, SAME_VEHICLE, Search, legible_vehicle};
 use crate::channel::Policy;
 use crate::config::{AnprConfig, AnprMode, CameraConfig, TrackerConfig};
 use crate::detect::Detection;
@@ -234,7 +234,13 @@ impl PlateStage {
             self.view = (t, 0, 0);
         }
         self.view.1 += 1;
-        self.view.2 += u32::from(pt.published.is_none() && pt.empty >= UNREADABLE);
+        // A vehicle too far away to show a legible plate is read once it comes nearer; reading it
+        // now would spend its read budget (`max_reads` reads that find nothing) before it does.
+        let legible = legible_vehicle(bbox, (frame.width(), frame.height()));
+        self.view.2 += u32::from(!legible || (pt.published.is_none() && pt.empty >= UNREADABLE));
+        if !legible {
+            return;
+        }
         // Until the vote is sure, every gap is a new chance (a parked car never comes closer);
         // after that, only a closer view can improve the read.
         let gap = t - pt.last_read >= READ_GAP;
@@ -593,10 +599,11 @@ mod tests {
     use gstreamer as gst;
     use gstreamer_video as gst_video;
 
-    /// A dedicated camera's plate stage, with the real plate models behind its queue.
-    fn dedicated_stage() -> PlateStage {
+    /// A camera's plate stage in `mode`, with the real plate models behind its queue; `car` is its
+    /// one vehicle class.
+    fn stage(mode: &str) -> PlateStage {
         let config = Config::parse(
-            "[[cameras]]\nid = \"gate\"\nurl = \"rtsp://127.0.0.1/gate\"\n[cameras.anpr]\nenabled = true\nmode = \"dedicated\"\n",
+            &format!("[[cameras]]\nid = \"gate\"\nurl = \"rtsp://127.0.0.1/gate\"\n[cameras.anpr]\nenabled = true\nmode = \"{mode}\"\n"),
             "test.toml",
         )
         .unwrap();
@@ -604,7 +611,13 @@ mod tests {
         let runtime = Runtime::load(&config.inference).unwrap();
         let reader = PlateReader::load(&config.models, &runtime, &config.inference, metrics.clone()).unwrap();
         let camera = &config.cameras[0];
-        PlateStage::new(camera, ReadQueue::spawn(Arc::new(reader)), Vec::new(), metrics.camera(&camera.id)).unwrap()
+        PlateStage::new(camera, ReadQueue::spawn(Arc::new(reader)), vec![CAR], metrics.camera(&camera.id)).unwrap()
+    }
+
+    const CAR: usize = 2;
+
+    fn dedicated_stage() -> PlateStage {
+        stage("dedicated")
     }
 
     fn frame() -> Frame {
@@ -688,7 +701,24 @@ mod tests {
         // ...and then read where the first plate stood, on the first plate's track.
         let again = stage.track_plates(vec![read("XYZ9876", 0.99, 100.0)], &frame, 0.4);
         let keys: Vec<String> = again.iter().map(|e| plate_and_key(e).1).collect();
-        assert_eq!(keys, [next_key.clone()], "one car, one event (the surer read revises it)");
+        assert_eq!(keys, std::slice::from_ref(&next_key), "one car, one event (the surer read revises it)");
         assert_ne!(next_key, first_key);
+    }
+
+    #[test]
+    fn a_far_vehicle_is_read_once_it_is_near_enough_to_show_a_legible_plate() {
+        let mut stage = stage("vehicle");
+        let frame = frame();
+        // 100 px wide in a 1280 px frame: its plate would be 17–50 px wide. Seconds of it coming
+        // nearer send no read (which would use up the track's budget of reads that find nothing).
+        for i in 0..20 {
+            stage.vehicle(1, CAR, [600.0, 300.0, 700.0, 360.0], &frame, f64::from(i) * 0.2);
+            assert!(stage.due.is_empty(), "a far vehicle is not read");
+        }
+        stage.vehicle(1, CAR, [500.0, 250.0, 800.0, 450.0], &frame, 4.0);
+        assert_eq!(stage.due.len(), 1, "the same vehicle, near enough, is read");
+        // A vehicle as narrow, cut by the frame's edge, may be all plate: it is read.
+        stage.vehicle(2, CAR, [1180.0, 300.0, 1280.0, 360.0], &frame, 4.0);
+        assert_eq!(stage.due.len(), 2);
     }
 }

@@ -42,6 +42,27 @@ const MIN_LINE_ASPECT: f32 = 1.5;
 pub const SAME_VEHICLE: f32 = 0.7;
 /// The most plate-like lines of a region that are read again, grown.
 const REREAD_LINES: usize = 2;
+/// The narrowest plate worth reading, in pixels: narrower, its characters are under about ten
+/// pixels high, too few for a recogniser to tell them apart (OpenALPR's region settings refuse
+/// plates under 65–70 px wide for the same reason).
+const MIN_PLATE_WIDTH: f32 = 64.0;
+/// The largest share of a whole vehicle's box width its plate takes: a car's plate is about a
+/// sixth (US) to a third (EU) of its width, a motorcycle's about a quarter; half leaves room for
+/// loose boxes and narrow vehicles.
+const MAX_PLATE_SHARE: f32 = 0.5;
+/// Pixels from the picture's border within which a box is taken to be cut off.
+const CUT: f32 = 2.0;
+
+/// Whether a vehicle boxed at `bbox` in a `(width, height)` picture can show a plate wide enough
+/// to read. A box cut by the picture's border may be only the part of the vehicle that carries
+/// the plate, so it needs only to be as wide as the plate. A far vehicle is left until it comes
+/// closer: reading it earlier costs a text search and finds nothing it could read.
+pub fn legible_vehicle(bbox: [f32; 4], (width, height): (u32, u32)) -> bool {
+    let (w, h) = (width as f32, height as f32);
+    let cut = bbox[0] <= CUT || bbox[1] <= CUT || bbox[2] >= w - CUT || bbox[3] >= h - CUT;
+    let share = if cut { 1.0 } else { MAX_PLATE_SHARE };
+    (bbox[2] - bbox[0]) * share >= MIN_PLATE_WIDTH
+}
 
 /// What an image (or region) handed to [`PlateReader::read`] shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use super::{PlateRead, PlateReader, SAME_VEHICLE, Search};
+use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle};
 use crate::detect::{Detection, Detector};
 use crate::geometry::iou;
 use crate::inference::InferenceError;
@@ -52,7 +52,8 @@ impl StillReader<'_> {
     }
 }
 
-/// The regions to search for plates: each vehicle once, under its surest label, with a margin.
+/// The regions to search for plates: each vehicle near enough to show a legible plate, once,
+/// under its surest label, with a margin.
 fn vehicle_regions(detections: Vec<Detection>, classes: &[usize], (w, h): (u32, u32)) -> Vec<[u32; 4]> {
     let mut searched: Vec<[f32; 4]> = Vec::new();
     // Detections come best first.
@@ -63,6 +64,7 @@ fn vehicle_regions(detections: Vec<Detection>, classes: &[usize], (w, h): (u32, 
     }
     searched
         .into_iter()
+        .filter(|b| legible_vehicle(*b, (w, h)))
         .map(|[x1, y1, x2, y2]| {
             let (mx, my) = ((x2 - x1) * VEHICLE_MARGIN, (y2 - y1) * VEHICLE_MARGIN);
             [(x1 - mx).max(0.0) as u32, (y1 - my).max(0.0) as u32, ((x2 + mx) as u32).min(w), ((y2 + my) as u32).min(h)]
@@ -99,5 +101,19 @@ mod tests {
         ];
         let regions = vehicle_regions(found, &[car, truck], (1000, 1000));
         assert_eq!(regions, vec![[280, 85, 720, 415], [585, 107, 915, 393]]);
+    }
+
+    #[test]
+    fn a_vehicle_too_far_away_to_show_a_legible_plate_is_not_searched() {
+        let car = 2;
+        let found = vec![
+            // 100 px wide: its plate would be under 64 px.
+            det(car, 0.9, [400.0, 300.0, 500.0, 360.0]),
+            // As narrow, cut by the picture's left edge: it may be all plate.
+            det(car, 0.8, [0.0, 300.0, 100.0, 360.0]),
+            det(car, 0.7, [600.0, 300.0, 740.0, 400.0]),
+        ];
+        let regions = vehicle_regions(found, &[car], (1000, 1000));
+        assert_eq!(regions, vec![[0, 297, 105, 363], [593, 295, 747, 405]]);
     }
 }
