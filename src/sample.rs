@@ -329,13 +329,28 @@ pub const PLATE_GAP: u64 = 15;
 /// then stands: a car arriving and stopping, as motion-gated detection sees one.
 const ARRIVAL: u64 = 8;
 const SLIDE: u64 = 30;
+/// Or it comes from the distance: it grows from `FAR` of its size over `APPROACH` frames (2.5 s)
+/// before it stands for the rest of [`PLATE_HOLD`].
+const FAR: f32 = 0.15;
+const APPROACH: u64 = 25;
 const PLATE_WIDTH: u32 = 1280;
 const PLATE_HEIGHT: u32 = 720;
 
-/// Make a camera's view of plate photos: each image, fitted into 1280×720, drives in and stands
-/// for [`PLATE_HOLD`] frames, then [`PLATE_GAP`] black frames follow; H.264 in MP4 at
-/// [`PLATE_FPS`], written to `out`. Returns the clip's length.
-pub fn plate_video(images: &[PathBuf], out: &Path) -> Result<std::time::Duration, SampleError> {
+/// How each image of a [`plate_video`] comes into view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Drives in from the right and stops: a gate or a parking lane.
+    Drive,
+    /// Comes from the distance towards the camera at a steady speed, so it stays small for most
+    /// of the way and grows fast at the end (its size goes as one over its distance): a road.
+    Approach,
+}
+
+/// Make a camera's view of plate photos: each image, fitted into 1280×720, arrives as `arrival`
+/// says and stands (for [`PLATE_HOLD`] frames in all after a drive-in, 7 after an approach), then
+/// [`PLATE_GAP`] black frames follow; H.264 in MP4 at [`PLATE_FPS`], written to `out`. Returns the
+/// clip's length.
+pub fn plate_video(images: &[PathBuf], arrival: Arrival, out: &Path) -> Result<std::time::Duration, SampleError> {
     let encode = |e: &dyn std::fmt::Display| SampleError::Encode(e.to_string());
     ingest::init().map_err(|e| encode(&e))?;
     let pipeline = gst::parse::launch(&format!(
@@ -363,13 +378,26 @@ pub fn plate_video(images: &[PathBuf], out: &Path) -> Result<std::time::Duration
             let scale = (PLATE_WIDTH as f32 / img.width() as f32).min(PLATE_HEIGHT as f32 / img.height() as f32);
             let (w, h) = ((img.width() as f32 * scale) as u32, (img.height() as f32 * scale) as u32);
             let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
-            let (x, y) = (i64::from((PLATE_WIDTH - w) / 2), i64::from((PLATE_HEIGHT - h) / 2));
-            let shown = (0..PLATE_HOLD).map(|i| {
+            let centred = |img: &image::RgbImage, dx: i64| {
                 let mut canvas = black.clone();
-                image::imageops::overlay(&mut canvas, &resized, x + (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64, y);
+                let (x, y) = ((PLATE_WIDTH - img.width()) / 2, (PLATE_HEIGHT - img.height()) / 2);
+                image::imageops::overlay(&mut canvas, img, i64::from(x) + dx, i64::from(y));
                 canvas
-            });
-            for frame in shown.chain(std::iter::repeat_n(black.clone(), PLATE_GAP as usize)) {
+            };
+            let shown: Vec<image::RgbImage> = match arrival {
+                Arrival::Drive => {
+                    (0..PLATE_HOLD).map(|i| centred(&resized, (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64)).collect()
+                }
+                Arrival::Approach => (0..APPROACH)
+                    .map(|i| {
+                        let s = FAR / (1.0 - (1.0 - FAR) * i as f32 / APPROACH as f32);
+                        let (sw, sh) = (((w as f32 * s) as u32).max(1), ((h as f32 * s) as u32).max(1));
+                        centred(&image::imageops::resize(&resized, sw, sh, image::imageops::FilterType::Triangle), 0)
+                    })
+                    .chain(std::iter::repeat_n(centred(&resized, 0), 7))
+                    .collect(),
+            };
+            for frame in shown.into_iter().chain(std::iter::repeat_n(black.clone(), PLATE_GAP as usize)) {
                 let mut buffer = gst::Buffer::from_slice(frame.into_raw());
                 if let Some(b) = buffer.get_mut() {
                     b.set_pts(gst::ClockTime::from_mseconds(n * frame_ms));

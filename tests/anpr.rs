@@ -298,7 +298,7 @@ async fn plate_run(set: &str, tracker: &str, anpr: &str) -> PlateRun {
     assert_eq!(picked.len(), 20);
     let video = dir.path().join("plates.mp4");
     let images: Vec<PathBuf> = picked.iter().map(|(p, _)| p.clone()).collect();
-    let length = vigil::sample::plate_video(&images, &video).unwrap();
+    let length = vigil::sample::plate_video(&images, vigil::sample::Arrival::Drive, &video).unwrap();
 
     let redis = Redis::start();
     let server = SampleServer::once(&video, "plates", 0).unwrap();

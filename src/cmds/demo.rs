@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tracing::{info, warn};
 use vigil::config::Config;
-use vigil::sample::{SampleServer, plate_video};
+use vigil::sample::{Arrival, SampleServer, plate_video};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -105,7 +105,7 @@ fn gate_video() -> anyhow::Result<PathBuf> {
     }
     info!(photos = images.len(), clip = %clip.display(), "making the gate camera's clip");
     let part = clip.with_extension("mp4.part");
-    plate_video(&images, &part)?;
+    plate_video(&images, Arrival::Drive, &part)?;
     std::fs::rename(&part, &clip)?;
     Ok(clip)
 }

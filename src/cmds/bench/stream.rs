@@ -1,5 +1,5 @@
 //! `vigil bench anpr --stream`: the same plates as a live camera sees them. The images become a
-//! video ([`plate_video`]: each drives in, stands 1.5 s, then black), served once over RTSP to a
+//! video ([`plate_video`]: each drives in or approaches, stands, then black), served once over RTSP to a
 //! real camera in the chosen mode; its `anpr` events are scored against the images' plates, next
 //! to the still-image rate of the same images read the same way.
 
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use vigil::config::Config;
 use vigil::events::{EventType, Store};
 use vigil::metrics::Metrics;
-use vigil::sample::{SampleServer, plate_video};
+use vigil::sample::{Arrival, SampleServer, plate_video};
 use vigil::supervisor::{self, Scope};
 
 use super::anpr::{Truth, folded};
@@ -47,18 +47,29 @@ pub fn pick(truths: Vec<Truth>, n: usize) -> Vec<Truth> {
 }
 
 /// Play `picked` once to a camera with `options`' plate settings and score its events.
-pub fn run(picked: &[Truth], options: &crate::cmds::anpr::Options, redis: &str) -> anyhow::Result<StreamRun> {
+pub fn run(
+    picked: &[Truth],
+    arrival: Arrival,
+    options: &crate::cmds::anpr::Options,
+    redis: &str,
+) -> anyhow::Result<StreamRun> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = play(picked, options, redis, &dir);
+    let result = play(picked, arrival, options, redis, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn play(picked: &[Truth], options: &crate::cmds::anpr::Options, redis: &str, dir: &Path) -> anyhow::Result<StreamRun> {
+fn play(
+    picked: &[Truth],
+    arrival: Arrival,
+    options: &crate::cmds::anpr::Options,
+    redis: &str,
+    dir: &Path,
+) -> anyhow::Result<StreamRun> {
     let video = dir.join("plates.mp4");
     let images: Vec<PathBuf> = picked.iter().map(|t| t.image.clone()).collect();
-    let length = plate_video(&images, &video)?;
+    let length = plate_video(&images, arrival, &video)?;
     let server = SampleServer::once(&video, "plates", 0)?;
     let db = format!("sqlite://{}", dir.join("events.db").display());
     let config = config(options, redis, &server.url(), &db, dir)?;
