@@ -212,8 +212,8 @@ impl PlateReader {
     }
 
     /// Recognise each quad and judge it as a plate; the most plate-like first. Every quad is
-    /// read as found; the most plate-like few are read again grown (see [`VARIANTS`]), and each
-    /// one's reads are pooled by [`pool`].
+    /// read as found; the most plate-like few (serials, where any line read as one) are read
+    /// again grown (see [`VARIANTS`]), and each one's reads are pooled by [`pool`].
     fn read_lines(
         &self,
         image: &RgbImage,
@@ -223,14 +223,9 @@ impl PlateReader {
         let mut texts: Vec<Vec<PlateText>> = vec![Vec::new(); quads.len()];
         let first: Vec<(usize, Quad)> = quads.iter().copied().enumerate().collect();
         self.recognise(image, &first, formats, &mut texts)?;
-        let mut order: Vec<usize> = (0..quads.len()).filter(|&i| !texts[i].is_empty()).collect();
-        // Lines that read as a serial somewhere go first; words fill what re-reads are left.
-        let serial = |i: usize| texts[i].iter().any(PlateText::is_serial);
-        order.sort_by(|&a, &b| serial(b).cmp(&serial(a)).then(texts[b][0].likeness.total_cmp(&texts[a][0].likeness)));
-        let again: Vec<(usize, Quad)> = order
-            .iter()
-            .take(REREAD_LINES)
-            .flat_map(|&i| VARIANTS.iter().map(move |&(along, across)| (i, quads[i].grow(along, across))))
+        let again: Vec<(usize, Quad)> = reread(&texts)
+            .into_iter()
+            .flat_map(|i| VARIANTS.iter().map(move |&(along, across)| (i, quads[i].grow(along, across))))
             .collect();
         self.recognise(image, &again, formats, &mut texts)?;
         let mut reads: Vec<PlateRead> =
@@ -268,6 +263,18 @@ impl PlateReader {
         }
         Ok(())
     }
+}
+
+/// The lines to read again, given each line's first reads: the [`REREAD_LINES`] most plate-like,
+/// serials first. Beside a serial, a word is not the plate: a vehicle's words are its plate only
+/// where none of its lines reads as a serial ([`admit_vanity`]), and a scene keeps serials only.
+/// So once a line has read as a serial, words are not read again; otherwise they fill the places.
+fn reread(texts: &[Vec<PlateText>]) -> Vec<usize> {
+    let serial = |i: usize| texts[i].iter().any(PlateText::is_serial);
+    let mut order: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].is_empty()).collect();
+    order.sort_by(|&a, &b| serial(b).cmp(&serial(a)).then(texts[b][0].likeness.total_cmp(&texts[a][0].likeness)));
+    let serial_read = order.first().is_some_and(|&i| serial(i));
+    order.into_iter().filter(|&i| serial(i) || !serial_read).take(REREAD_LINES).collect()
 }
 
 /// How the most plate-like lines are read again: grown along and across the text by these
@@ -634,6 +641,20 @@ mod tests {
         let mut reads = vec![at("GWAGEN", 250.0)];
         admit_vanity(&mut reads, (200, 600));
         assert!(reads.is_empty());
+    }
+
+    #[test]
+    fn words_are_read_again_only_where_no_line_read_as_a_serial() {
+        let word = |t: &str| vec![text(t, &vec![0.99; t.len()])];
+        // A state name, the plate, a slogan: only the plate is worth a second look.
+        let lines = [word("FLORIDA"), word("ABC1234"), word("SUNSHINE"), Vec::new()];
+        assert_eq!(reread(&lines), [1]);
+        // No serial in view: the two most plate-like words (a vanity plate may be one of them).
+        let words = [word("KAYAKER"), Vec::new(), word("GWAGEN"), word("FORD")];
+        let mut again = reread(&words);
+        again.sort();
+        assert_eq!(again.len(), REREAD_LINES);
+        assert!(again.iter().all(|&i| !words[i].is_empty()));
     }
 
     #[test]

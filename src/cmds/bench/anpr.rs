@@ -138,12 +138,14 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
         let per_image = |n: usize| n as f64 / t.images.max(1) as f64;
         // Where the time goes: each model's calls and milliseconds per image; the rest is image
         // decoding, warping, plate logic and the batching hand-offs.
-        let spent: Vec<(String, f64, f64)> = super::model_time(&models.metrics)
+        // Per image: (model, calls, inputs, ms).
+        let spent: Vec<(String, f64, f64, f64)> = super::model_time(&models.metrics)
             .into_iter()
-            .map(|(model, calls, secs)| {
-                let (c0, s0) = before.iter().find(|b| b.0 == model).map_or((0, 0.0), |b| (b.1, b.2));
+            .map(|m| {
+                let (c0, i0, s0) =
+                    before.iter().find(|b| b.model == m.model).map_or((0, 0.0, 0.0), |b| (b.calls, b.inputs, b.secs));
                 let n = t.images.max(1) as f64;
-                (model, (calls - c0) as f64 / n, (secs - s0) * 1000.0 / n)
+                (m.model, (m.calls - c0) as f64 / n, (m.inputs - i0) / n, (m.secs - s0) * 1000.0 / n)
             })
             .collect();
         let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
@@ -156,7 +158,7 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                     "top1_pct": pct(t.top1 as f64), "char_pct": pct(t.char_score), "wrong_pct": pct(t.wrong as f64),
                     "elsewhere_per_image": per_image(t.elsewhere), "unread_pct": pct(t.unread as f64), "ms_per_image": ms,
                     "decode_ms_per_image": t.decode_millis / t.images.max(1) as f64,
-                    "models": spent.iter().map(|(m, calls, ms)| json!({"model": m, "calls_per_image": calls, "ms_per_image": ms})).collect::<Vec<_>>(),
+                    "models": spent.iter().map(|(m, calls, inputs, ms)| json!({"model": m, "calls_per_image": calls, "inputs_per_image": inputs, "ms_per_image": ms})).collect::<Vec<_>>(),
                 })
             );
         } else {
@@ -172,9 +174,11 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                 pct(t.unread as f64),
                 ms
             );
-            let models: f64 = spent.iter().map(|s| s.2).sum();
-            let parts: Vec<String> =
-                spent.iter().map(|(m, calls, ms)| format!("{m} {ms:.0} ms ({calls:.1} calls)")).collect();
+            let models: f64 = spent.iter().map(|s| s.3).sum();
+            let parts: Vec<String> = spent
+                .iter()
+                .map(|(m, calls, inputs, ms)| format!("{m} {ms:.0} ms ({calls:.1} calls, {inputs:.1} inputs)"))
+                .collect();
             println!(
                 "{:<20} time per image: {}, other {:.0} ms; decoding the file {:.0} ms more",
                 "",

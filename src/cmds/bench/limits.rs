@@ -156,5 +156,5 @@ fn measure(
 
 /// Seconds spent in model calls so far, all models.
 fn model_seconds(metrics: &Metrics) -> f64 {
-    crate::cmds::bench::model_time(metrics).iter().map(|(_, _, s)| s).sum()
+    crate::cmds::bench::model_time(metrics).iter().map(|m| m.secs).sum()
 }

@@ -28,15 +28,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Calls and seconds so far of each model that has run.
-fn model_time(metrics: &vigil::metrics::Metrics) -> Vec<(String, u64, f64)> {
+/// What each model that has run has done so far.
+struct ModelTime {
+    model: String,
+    calls: u64,
+    /// Items over all calls (a call may batch several).
+    inputs: f64,
+    secs: f64,
+}
+
+fn model_time(metrics: &vigil::metrics::Metrics) -> Vec<ModelTime> {
     use prometheus::core::Collector;
+    let inputs = |model: &str| metrics.inference_batch.with_label_values(&[model]).get_sample_sum();
     let mut out = Vec::new();
     for family in metrics.inference_seconds.collect() {
         for m in family.get_metric() {
             let model = m.get_label().iter().find(|l| l.name() == "model").map(|l| l.value().to_string());
             let h = m.get_histogram();
-            out.extend(model.map(|model| (model, h.get_sample_count(), h.get_sample_sum())));
+            out.extend(model.map(|model| ModelTime {
+                inputs: inputs(&model),
+                model,
+                calls: h.get_sample_count(),
+                secs: h.get_sample_sum(),
+            }));
         }
     }
     out
