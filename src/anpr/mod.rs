@@ -168,7 +168,7 @@ impl PlateReader {
         let mut quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
         let joined = textdet::joined(&quads);
         quads.extend(joined.iter().map(|(line, _)| *line));
-        let mut reads = self.read_lines(image, &quads, formats)?;
+        let mut reads = self.read_lines(image, &quads, search, formats)?;
         // A joined line that reads as a serial holding each piece's text is the plate, and its
         // pieces are parts of it; one that reads otherwise (or is longer than a plate, which
         // `judge` refuses) joined text that was not one line: a plate and the one behind it.
@@ -212,18 +212,19 @@ impl PlateReader {
     }
 
     /// Recognise each quad and judge it as a plate; the most plate-like first. Every quad is
-    /// read as found; the most plate-like few (serials, where any line read as one) are read
-    /// again grown (see [`VARIANTS`]), and each one's reads are pooled by [`pool`].
+    /// read as found; the most plate-like few ([`reread`]) are read again grown (see
+    /// [`VARIANTS`]), and each one's reads are pooled by [`pool`].
     fn read_lines(
         &self,
         image: &RgbImage,
         quads: &[Quad],
+        search: Search,
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
         let mut texts: Vec<Vec<PlateText>> = vec![Vec::new(); quads.len()];
         let first: Vec<(usize, Quad)> = quads.iter().copied().enumerate().collect();
         self.recognise(image, &first, formats, &mut texts)?;
-        let again: Vec<(usize, Quad)> = reread(&texts)
+        let again: Vec<(usize, Quad)> = reread(&texts, search)
             .into_iter()
             .flat_map(|i| VARIANTS.iter().map(move |&(along, across)| (i, quads[i].grow(along, across))))
             .collect();
@@ -266,15 +267,16 @@ impl PlateReader {
 }
 
 /// The lines to read again, given each line's first reads: the [`REREAD_LINES`] most plate-like,
-/// serials first. Beside a serial, a word is not the plate: a vehicle's words are its plate only
-/// where none of its lines reads as a serial ([`admit_vanity`]), and a scene keeps serials only.
-/// So once a line has read as a serial, words are not read again; otherwise they fill the places.
-fn reread(texts: &[Vec<PlateText>]) -> Vec<usize> {
+/// serials first, and words in the places left. A vehicle carries one plate, and its words are
+/// its plate only where none of its lines reads as a serial ([`admit_vanity`]), so in a
+/// vehicle's box, once a line has read as a serial, words are not read again. A scene can hold
+/// several vehicles, and a word there may be another plate that a grown re-read reads whole.
+fn reread(texts: &[Vec<PlateText>], search: Search) -> Vec<usize> {
     let serial = |i: usize| texts[i].iter().any(PlateText::is_serial);
     let mut order: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].is_empty()).collect();
     order.sort_by(|&a, &b| serial(b).cmp(&serial(a)).then(texts[b][0].likeness.total_cmp(&texts[a][0].likeness)));
-    let serial_read = order.first().is_some_and(|&i| serial(i));
-    order.into_iter().filter(|&i| serial(i) || !serial_read).take(REREAD_LINES).collect()
+    let serials_only = search == Search::Vehicle && order.first().is_some_and(|&i| serial(i));
+    order.into_iter().filter(|&i| serial(i) || !serials_only).take(REREAD_LINES).collect()
 }
 
 /// How the most plate-like lines are read again: grown along and across the text by these
@@ -644,14 +646,16 @@ mod tests {
     }
 
     #[test]
-    fn words_are_read_again_only_where_no_line_read_as_a_serial() {
+    fn a_vehicles_words_are_read_again_only_where_no_line_read_as_a_serial() {
         let word = |t: &str| vec![text(t, &vec![0.99; t.len()])];
         // A state name, the plate, a slogan: only the plate is worth a second look.
         let lines = [word("FLORIDA"), word("ABC1234"), word("SUNSHINE"), Vec::new()];
-        assert_eq!(reread(&lines), [1]);
+        assert_eq!(reread(&lines, Search::Vehicle), [1]);
+        // In a scene the word may be another vehicle's plate, read short.
+        assert_eq!(reread(&lines, Search::Scene).len(), REREAD_LINES);
         // No serial in view: the two most plate-like words (a vanity plate may be one of them).
         let words = [word("KAYAKER"), Vec::new(), word("GWAGEN"), word("FORD")];
-        let mut again = reread(&words);
+        let mut again = reread(&words, Search::Vehicle);
         again.sort();
         assert_eq!(again.len(), REREAD_LINES);
         assert!(again.iter().all(|&i| !words[i].is_empty()));
