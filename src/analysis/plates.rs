@@ -599,8 +599,8 @@ mod tests {
     use gstreamer as gst;
     use gstreamer_video as gst_video;
 
-    /// A camera's plate stage in `mode`, with the real plate models behind its queue; `car` is its
-    /// one vehicle class.
+    /// A camera's plate stage in `mode`, with the real plate models behind its queue; [`CAR`] is
+    /// its one vehicle class.
     fn stage(mode: &str) -> PlateStage {
         let config = Config::parse(
             &format!("[[cameras]]\nid = \"gate\"\nurl = \"rtsp://127.0.0.1/gate\"\n[cameras.anpr]\nenabled = true\nmode = \"{mode}\"\n"),

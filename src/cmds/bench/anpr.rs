@@ -136,9 +136,8 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
         }
         let pct = |n: f64| 100.0 * n / t.images.max(1) as f64;
         let per_image = |n: usize| n as f64 / t.images.max(1) as f64;
-        // Where the time goes: each model's calls and milliseconds per image; the rest is image
-        // decoding, warping, plate logic and the batching hand-offs.
-        // Per image: (model, calls, inputs, ms).
+        // Where the time goes: each model's calls, inputs and milliseconds per image; the rest is
+        // image decoding, warping, plate logic and the batching hand-offs.
         let spent: Vec<(String, f64, f64, f64)> = super::model_time(&models.metrics)
             .into_iter()
             .map(|m| {
