@@ -10,6 +10,7 @@
 //! would end the RTSP session at every loop.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -51,6 +52,7 @@ pub struct SampleServer {
     context: glib::MainContext,
     source: Option<glib::SourceId>,
     thread: Option<JoinHandle<()>>,
+    setups: Arc<AtomicUsize>,
 }
 
 /// RTSP authentication a sample server asks for: user and password.
@@ -130,6 +132,15 @@ impl SampleServer {
         for mount in mounts {
             points.add_factory(&format!("/{}", mount.trim_start_matches('/')), factory(&clip, looping, offer));
         }
+        // A client sends one SETUP per stream it takes, so this shows which streams it chose.
+        let setups = Arc::new(AtomicUsize::new(0));
+        let counter = setups.clone();
+        server.connect_client_connected(move |_, client| {
+            let counter = counter.clone();
+            client.connect_setup_request(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        });
         let ctx = glib::MainContext::new();
         let source =
             server.attach(Some(&ctx)).map_err(|e| SampleError::Server(format!("cannot listen on port {port}: {e}")))?;
@@ -143,12 +154,17 @@ impl SampleServer {
                 .map_err(|e| SampleError::Server(e.to_string()))?
         };
         let mounts = mounts.iter().map(|m| format!("/{}", m.trim_start_matches('/'))).collect();
-        Ok(Self { port, mounts, server, main_loop, context: ctx, source: Some(source), thread: Some(thread) })
+        Ok(Self { port, mounts, server, main_loop, context: ctx, source: Some(source), thread: Some(thread), setups })
     }
 
     /// The TCP port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// SETUP requests received so far, over all clients: one for each stream a client set up.
+    pub fn setups(&self) -> usize {
+        self.setups.load(Ordering::Relaxed)
     }
 
     /// The stream's URL.

@@ -103,6 +103,9 @@ async fn udp_only_and_tcp_only_servers_with_audio_stream_with_the_default_transp
     for noise in ["not-linked", "not linked", "Internal data stream error"] {
         assert!(!log.contains(noise), "`{noise}` in the log:\n{log}");
     }
+    // Of the three streams offered, only the video was set up: an audio stream set up anyway
+    // gets a UDP source that can push before it is linked and stop the session.
+    assert_eq!(tcp.setups(), 1, "SETUP requests to the TCP-only camera (video, AAC, G.711 offered)");
 
     // A camera that offers neither names both transports and the key that pins one.
     let cams: Vec<Value> =

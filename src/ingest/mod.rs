@@ -302,10 +302,22 @@ fn configure_rtsp(src: &gst::Element, url: &url::Url, cam: &CameraConfig) {
         RtspTransport::Udp => "udp",
     };
     src.set_property_from_str("protocols", protocols);
+    // Only video is analysed. An audio stream that was set up anyway gets its own UDP source,
+    // which can push before the pipeline has linked it and stop the whole session
+    // (`not-linked`), so streams other than video are never set up.
+    src.connect("select-stream", false, |args| {
+        let video = args.get(2).and_then(|v| v.get::<gst::Caps>().ok()).is_none_or(|caps| is_video(&caps));
+        Some(video.to_value())
+    });
     src.set_property("latency", 200u32);
     src.set_property("drop-on-latency", true);
     let stall_us = (cam.reconnect.stall_secs * 1e6) as u64;
     src.set_property("tcp-timeout", stall_us);
+}
+
+/// Whether rtspsrc's caps for a stream say video (a stream that names no media is kept).
+fn is_video(caps: &gst::CapsRef) -> bool {
+    caps.structure(0).and_then(|s| s.get::<&str>("media").ok()).is_none_or(|media| media == "video")
 }
 
 fn percent_decode(s: &str) -> String {
