@@ -185,7 +185,10 @@ impl PlateReader {
         }
         if search == Search::Vehicle {
             keep_tallest_serials(&mut reads);
-            admit_vanity(&mut reads, (y1, y2));
+            let (w, h) = image.dimensions();
+            let cut = x1 == 0 || y1 == 0 || x2 >= w || y2 >= h;
+            let least = if cut { 0.0 } else { PLATE_LINE_SHARE * (x2 - x1) as f32 };
+            admit_vanity(&mut reads, (y1, y2), least);
         } else {
             let unread: Vec<Quad> = quads.iter().filter(|q| reads.iter().all(|r| r.quad != **q)).copied().collect();
             drop_continued_text(&mut reads, &unread, &joined);
@@ -328,12 +331,24 @@ const VANITY_LEN: std::ops::RangeInclusive<usize> = 5..=8;
 /// centre's range, as a fraction of the box's height (loose boxes and the search margin lift it).
 const VANITY_TOP: f32 = 0.4;
 
+/// The least height of a plate's text line, as a share of its vehicle's search region's width.
+/// Plate characters are at least about 60 mm tall (US 2.5–3 in, Mercosur 63 mm, EU 75–80 mm)
+/// and a vehicle seen from the front or back is at most 2.55 m wide (the EU and US legal
+/// limit), so the line is at least about a fortieth of the vehicle's width, a fiftieth of its
+/// box with margins. Badge and model lettering is 15–30 mm tall, a hundredth to a sixtieth of a
+/// car's width. Only words are held to it: a vehicle seen from the side is boxed wider than it
+/// is, and its serial plate is still its plate ([`keep_tallest_serials`] judges serials
+/// against each other instead).
+const PLATE_LINE_SHARE: f32 = 0.02;
+
 /// Keep a vehicle's serial reads, and a text of one kind (all letters or all digits) only as its
 /// vanity plate: where none of its lines reads as a serial, the most plate-like one of
 /// [`VANITY_LEN`] characters whose centre is low on the vehicle (`top` and `bottom` are the
-/// searched region's rows). A vehicle carries one plate, so where a serial is in view, words beside it
+/// searched region's rows) and whose line is at least `least` pixels tall (see
+/// [`PLATE_LINE_SHARE`]; 0 where the region is cut by the picture's border, so its width is not
+/// the vehicle's). A vehicle carries one plate, so where a serial is in view, words beside it
 /// are its frame, badge or state name.
-fn admit_vanity(reads: &mut Vec<PlateRead>, (top, bottom): (u32, u32)) {
+fn admit_vanity(reads: &mut Vec<PlateRead>, (top, bottom): (u32, u32), least: f32) {
     let mut vanity = !reads.iter().any(|r| r.text.is_serial());
     reads.retain(|r| {
         if r.text.is_serial() {
@@ -341,7 +356,8 @@ fn admit_vanity(reads: &mut Vec<PlateRead>, (top, bottom): (u32, u32)) {
         }
         let [_, y1, _, y2] = r.bbox();
         let low = (y1 + y2) / 2.0 >= top as f32 + VANITY_TOP * bottom.saturating_sub(top) as f32;
-        let admit = vanity && low && VANITY_LEN.contains(&r.text.text.len());
+        let tall = r.quad.size().1 >= least;
+        let admit = vanity && low && tall && VANITY_LEN.contains(&r.text.text.len());
         // Reads come most plate-like first; the first that fits is the vehicle's one plate.
         vanity &= !admit;
         admit
@@ -627,22 +643,30 @@ mod tests {
     }
 
     #[test]
-    fn a_word_is_a_vehicles_plate_only_low_on_it_and_with_no_serial_in_view() {
+    fn a_word_is_a_vehicles_plate_only_low_on_it_tall_enough_and_with_no_serial_in_view() {
         let texts = |reads: &[PlateRead]| reads.iter().map(|r| r.text.text.clone()).collect::<Vec<_>>();
         // A serial in view: the dealer's name under it is its frame.
         let mut reads = vec![at("ABC1234", 300.0), at("AUTOHAUS", 330.0)];
-        admit_vanity(&mut reads, (0, 400));
+        admit_vanity(&mut reads, (0, 400), 0.0);
         assert_eq!(texts(&reads), ["ABC1234"]);
         // None: the first low word of plate length is the plate; a badge high up, a short word
         // and a second word are not.
         let mut reads =
             vec![at("SPORTLINE", 300.0), at("CAMRY", 40.0), at("JEEP", 310.0), at("GWAGEN", 250.0), at("ROADS", 320.0)];
-        admit_vanity(&mut reads, (0, 400));
+        admit_vanity(&mut reads, (0, 400), 0.0);
         assert_eq!(texts(&reads), ["GWAGEN"]);
         // The region's own top counts: the same word high in a box lower in the image is refused.
         let mut reads = vec![at("GWAGEN", 250.0)];
-        admit_vanity(&mut reads, (200, 600));
+        admit_vanity(&mut reads, (200, 600), 0.0);
         assert!(reads.is_empty());
+        // A badge's lettering is too small to be a plate on a vehicle that wide; a plate's is not.
+        let least = PLATE_LINE_SHARE * 1500.0;
+        let mut reads = vec![sized("HYUNDAI", 300.0, 22.0)];
+        admit_vanity(&mut reads, (0, 400), least);
+        assert!(reads.is_empty());
+        let mut reads = vec![sized("HYUNDAI", 300.0, 22.0), sized("GWAGEN", 250.0, 60.0)];
+        admit_vanity(&mut reads, (0, 400), least);
+        assert_eq!(texts(&reads), ["GWAGEN"]);
     }
 
     #[test]
