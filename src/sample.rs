@@ -349,6 +349,9 @@ const SLIDE: u64 = 30;
 /// before it stands for the rest of [`PLATE_HOLD`].
 const FAR: f32 = 0.15;
 const APPROACH: u64 = 25;
+/// Frames an approaching vehicle stands once near: long enough for a plate camera's reads
+/// (0.7 s), short of a drive-in's, as traffic on a road does not stop.
+const STAND: u64 = 7;
 const PLATE_WIDTH: u32 = 1280;
 const PLATE_HEIGHT: u32 = 720;
 
@@ -362,8 +365,33 @@ pub enum Arrival {
     Approach,
 }
 
+/// One image's frames in a [`plate_video`], before the gap: it arrives as `arrival` says and
+/// stands, centred on a black 1280×720 canvas.
+fn arrive(image: &image::RgbImage, arrival: Arrival) -> Vec<image::RgbImage> {
+    let centred = |img: &image::RgbImage, dx: i64| {
+        let mut canvas = image::RgbImage::new(PLATE_WIDTH, PLATE_HEIGHT);
+        let (x, y) = ((PLATE_WIDTH - img.width()) / 2, (PLATE_HEIGHT - img.height()) / 2);
+        image::imageops::overlay(&mut canvas, img, i64::from(x) + dx, i64::from(y));
+        canvas
+    };
+    let (w, h) = image.dimensions();
+    match arrival {
+        Arrival::Drive => {
+            (0..PLATE_HOLD).map(|i| centred(image, (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64)).collect()
+        }
+        Arrival::Approach => (0..APPROACH)
+            .map(|i| {
+                let s = FAR / (1.0 - (1.0 - FAR) * i as f32 / APPROACH as f32);
+                let (sw, sh) = (((w as f32 * s) as u32).max(1), ((h as f32 * s) as u32).max(1));
+                centred(&image::imageops::resize(image, sw, sh, image::imageops::FilterType::Triangle), 0)
+            })
+            .chain(std::iter::repeat_n(centred(image, 0), STAND as usize))
+            .collect(),
+    }
+}
+
 /// Make a camera's view of plate photos: each image, fitted into 1280×720, arrives as `arrival`
-/// says and stands (for [`PLATE_HOLD`] frames in all after a drive-in, 7 after an approach), then
+/// says and stands (for [`PLATE_HOLD`] frames in all after a drive-in, [`STAND`] after an approach), then
 /// [`PLATE_GAP`] black frames follow; H.264 in MP4 at [`PLATE_FPS`], written to `out`. Returns the
 /// clip's length.
 pub fn plate_video(images: &[PathBuf], arrival: Arrival, out: &Path) -> Result<std::time::Duration, SampleError> {
@@ -393,26 +421,7 @@ pub fn plate_video(images: &[PathBuf], arrival: Arrival, out: &Path) -> Result<s
                 .to_rgb8();
             let scale = (PLATE_WIDTH as f32 / img.width() as f32).min(PLATE_HEIGHT as f32 / img.height() as f32);
             let (w, h) = ((img.width() as f32 * scale) as u32, (img.height() as f32 * scale) as u32);
-            let resized = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
-            let centred = |img: &image::RgbImage, dx: i64| {
-                let mut canvas = black.clone();
-                let (x, y) = ((PLATE_WIDTH - img.width()) / 2, (PLATE_HEIGHT - img.height()) / 2);
-                image::imageops::overlay(&mut canvas, img, i64::from(x) + dx, i64::from(y));
-                canvas
-            };
-            let shown: Vec<image::RgbImage> = match arrival {
-                Arrival::Drive => {
-                    (0..PLATE_HOLD).map(|i| centred(&resized, (SLIDE * (ARRIVAL - i.min(ARRIVAL))) as i64)).collect()
-                }
-                Arrival::Approach => (0..APPROACH)
-                    .map(|i| {
-                        let s = FAR / (1.0 - (1.0 - FAR) * i as f32 / APPROACH as f32);
-                        let (sw, sh) = (((w as f32 * s) as u32).max(1), ((h as f32 * s) as u32).max(1));
-                        centred(&image::imageops::resize(&resized, sw, sh, image::imageops::FilterType::Triangle), 0)
-                    })
-                    .chain(std::iter::repeat_n(centred(&resized, 0), 7))
-                    .collect(),
-            };
+            let shown = arrive(&image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle), arrival);
             for frame in shown.into_iter().chain(std::iter::repeat_n(black.clone(), PLATE_GAP as usize)) {
                 let mut buffer = gst::Buffer::from_slice(frame.into_raw());
                 if let Some(b) = buffer.get_mut() {
@@ -437,4 +446,42 @@ pub fn plate_video(images: &[PathBuf], arrival: Arrival, out: &Path) -> Result<s
     });
     let _ = pipeline.set_state(gst::State::Null);
     done.map(|_| std::time::Duration::from_millis(n * frame_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns of a frame that show anything (the canvas is black).
+    fn shown_width(frame: &image::RgbImage) -> u32 {
+        let lit: Vec<u32> =
+            (0..frame.width()).filter(|&x| (0..frame.height()).any(|y| frame.get_pixel(x, y)[0] > 0)).collect();
+        lit.last().map_or(0, |last| last - lit[0] + 1)
+    }
+
+    #[test]
+    fn an_approaching_vehicle_stays_small_most_of_the_way_then_stands() {
+        let car = image::RgbImage::from_pixel(1000, 600, image::Rgb([200, 200, 200]));
+        let frames = arrive(&car, Arrival::Approach);
+        assert_eq!(frames.len() as u64, APPROACH + STAND);
+        let widths: Vec<u32> = frames.iter().map(shown_width).collect();
+        assert!(widths.windows(2).all(|w| w[0] <= w[1]), "it only grows: {widths:?}");
+        assert_eq!(widths[0], 150, "it starts at {FAR} of its size");
+        // Size goes as one over distance: half way in time it is still under a third of its size.
+        assert!(widths[APPROACH as usize / 2] < 1000 / 3, "{widths:?}");
+        assert!(widths[APPROACH as usize..].iter().all(|&w| w == 1000), "then stands whole: {widths:?}");
+        assert_eq!(frames[APPROACH as usize], frames[frames.len() - 1]);
+    }
+
+    #[test]
+    fn a_driving_vehicle_slides_in_from_the_right_then_stands() {
+        let car = image::RgbImage::from_pixel(1000, 600, image::Rgb([200, 200, 200]));
+        let frames = arrive(&car, Arrival::Drive);
+        assert_eq!(frames.len() as u64, PLATE_HOLD);
+        let left = |f: &image::RgbImage| (0..f.width()).find(|&x| f.get_pixel(x, 360)[0] > 0).unwrap();
+        let centred = (PLATE_WIDTH - 1000) / 2;
+        assert_eq!(left(&frames[0]), centred + (SLIDE * ARRIVAL) as u32);
+        assert!(frames.windows(2).all(|w| left(&w[0]) >= left(&w[1])));
+        assert!(frames[ARRIVAL as usize..].iter().all(|f| left(f) == centred));
+    }
 }
