@@ -58,10 +58,14 @@ const CUT: f32 = 2.0;
 /// the plate, so it needs only to be as wide as the plate. A far vehicle is left until it comes
 /// closer: reading it earlier costs a text search and finds nothing it could read.
 pub fn legible_vehicle(bbox: [f32; 4], (width, height): (u32, u32)) -> bool {
-    let (w, h) = (width as f32, height as f32);
-    let cut = bbox[0] <= CUT || bbox[1] <= CUT || bbox[2] >= w - CUT || bbox[3] >= h - CUT;
-    let share = if cut { 1.0 } else { MAX_PLATE_SHARE };
+    let share = if cut_off(bbox, (width, height)) { 1.0 } else { MAX_PLATE_SHARE };
     (bbox[2] - bbox[0]) * share >= MIN_PLATE_WIDTH
+}
+
+/// Whether a box reaches the picture's border, so it may show only part of its vehicle.
+fn cut_off(bbox: [f32; 4], (width, height): (u32, u32)) -> bool {
+    let (w, h) = (width as f32, height as f32);
+    bbox[0] <= CUT || bbox[1] <= CUT || bbox[2] >= w - CUT || bbox[3] >= h - CUT
 }
 
 /// What an image (or region) handed to [`PlateReader::read`] shows.
@@ -185,8 +189,7 @@ impl PlateReader {
         }
         if search == Search::Vehicle {
             keep_tallest_serials(&mut reads);
-            let (w, h) = image.dimensions();
-            let cut = x1 == 0 || y1 == 0 || x2 >= w || y2 >= h;
+            let cut = cut_off([x1 as f32, y1 as f32, x2 as f32, y2 as f32], image.dimensions());
             let least = if cut { 0.0 } else { PLATE_LINE_SHARE * (x2 - x1) as f32 };
             admit_vanity(&mut reads, (y1, y2), least);
         } else {
