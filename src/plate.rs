@@ -78,6 +78,12 @@ const SAME_GLYPH: &[(char, char)] = &[('O', '0'), ('I', '1')];
 const MAX_DROPS: usize = 2;
 /// The cost of dropping a character on top of its log-probability over the blank's.
 const DROP_COST: f32 = 1.5;
+/// A character read at least this sure is never dropped to fit a format (it may still become a
+/// twin the recogniser gave weight): the recogniser saw a glyph there, and a format that needs it
+/// gone is another series' format. Stray glyphs (seals, stickers, band letters) read unsure. A
+/// track's vote is sure at the same bar. Without it, the `eu` preset took the leading digit off
+/// US plates whose first step had the blank as runner-up (`6LSU216` read `LSU216`).
+const DROP_SURE: f32 = 0.9;
 /// The cost of a twin other than a character's first (0 is far more often O than D or Q).
 const RARE_TWIN_COST: f32 = 1.0;
 /// A fit dearer than this (in log-probability) is not believed: the text is not that format.
@@ -153,6 +159,9 @@ impl Formats {
         let mut best: Option<(f32, Vec<Char>)> = None;
         for drops in 0..=MAX_DROPS.min(chars.len()) {
             for dropped in combinations(chars.len(), drops) {
+                if dropped.iter().any(|&i| chars[i].prob >= DROP_SURE) {
+                    continue;
+                }
                 let base: f32 = dropped.iter().map(|&i| DROP_COST + ln(chars[i].prob) - ln(chars[i].blank)).sum();
                 let kept: Vec<Char> =
                     chars.iter().enumerate().filter(|(i, _)| !dropped.contains(i)).map(|(_, c)| *c).collect();
@@ -514,6 +523,21 @@ mod tests {
         read[3].blank = 0.4;
         let fixed: String = f.fit(&read).unwrap().iter().map(|c| c.ch).collect();
         assert_eq!(fixed, "4B40262");
+    }
+
+    #[test]
+    fn a_sure_character_is_never_dropped_to_fit() {
+        // A Californian serial under the European preset: its sure leading digit stays, even
+        // where the blank was its runner-up and dropping it would fit a six-character series.
+        let eu = Formats::parse(&["eu".into()]).unwrap();
+        let mut read = chars("6LSU216", &[0.99; 7]);
+        read[0].blank = 0.05;
+        let fit: Option<String> = eu.fit(&read).map(|v| v.iter().map(|c| c.ch).collect());
+        assert_ne!(fit.as_deref(), Some("LSU216"));
+        read[0].prob = 0.6;
+        read[0].blank = 0.35;
+        let fit: Option<String> = eu.fit(&read).map(|v| v.iter().map(|c| c.ch).collect());
+        assert_eq!(fit.as_deref(), Some("LSU216"), "an unsure one still may be");
     }
 
     #[test]

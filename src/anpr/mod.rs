@@ -13,7 +13,7 @@ pub mod textdet;
 
 use std::sync::Arc;
 
-use image::{GenericImageView, RgbImage, imageops};
+use image::{GenericImageView, RgbImage};
 
 use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::{Manifest, Normalise};
@@ -162,12 +162,12 @@ impl PlateReader {
         if x2 <= x1 + 8 || y2 <= y1 + 8 {
             return Ok(Vec::new());
         }
-        let crop = image.view(x1, y1, x2 - x1, y2 - y1).to_image();
+        let (cw, ch) = (x2 - x1, y2 - y1);
         let size = match search {
-            Search::Vehicle => vehicle_det_size(crop.width(), crop.height()),
-            Search::Scene => textdet::input_size(crop.width(), crop.height(), 0, SCENE_DET_MAX),
+            Search::Vehicle => vehicle_det_size(cw, ch),
+            Search::Scene => textdet::input_size(cw, ch, 0, SCENE_DET_MAX),
         };
-        let quads = self.find_lines(&crop, size)?;
+        let quads = self.find_lines(image, [x1, y1, x2, y2], size)?;
         let offset = (x1 as f32, y1 as f32);
         let mut quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
         let joined = textdet::joined(&quads);
@@ -200,14 +200,16 @@ impl PlateReader {
         Ok(reads)
     }
 
-    /// Text lines in an image, as quads in its pixels, the largest first.
-    fn find_lines(&self, image: &RgbImage, (w, h): (u32, u32)) -> Result<Vec<Quad>, InferenceError> {
-        let out = self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, (w, h), self.det_norm))?;
+    /// Text lines in `region` of an image, searched at `(w, h)`, as quads in the region's pixels,
+    /// the largest first.
+    fn find_lines(&self, image: &RgbImage, region: [u32; 4], (w, h): (u32, u32)) -> Result<Vec<Quad>, InferenceError> {
+        let out =
+            self.det.infer(&[3, h as usize, w as usize], textdet::tensor(image, region, (w, h), w, self.det_norm))?;
         let (mh, mw) = match out.shape.as_slice() {
             [1, mh, mw] => (*mh, *mw),
             other => return Err(InferenceError::Run(format!("text detector output {other:?}"))),
         };
-        let scale = (image.width() as f32 / mw as f32, image.height() as f32 / mh as f32);
+        let scale = ((region[2] - region[0]) as f32 / mw as f32, (region[3] - region[1]) as f32 / mh as f32);
         let mut quads: Vec<Quad> = textdet::regions(&out.data, mw, mh, &DbParams::default())
             .into_iter()
             .map(|(q, _)| q.map(scale, (0.0, 0.0)))
@@ -440,8 +442,8 @@ fn rec_tensor(line: &RgbImage) -> (u32, Vec<f32>) {
     let aspect = line.width() as f32 / line.height().max(1) as f32;
     let w = ((REC_HEIGHT as f32 * aspect).ceil() as u32).clamp(8, 4 * REC_MIN_WIDTH);
     let width = w.max(REC_MIN_WIDTH).div_ceil(8) * 8;
-    let resized = imageops::resize(line, w, REC_HEIGHT, imageops::FilterType::Triangle);
-    (width, textdet::planar_bgr(&resized, width as usize, [0.5; 3], [0.5; 3]))
+    let whole = [0, 0, line.width(), line.height()];
+    (width, textdet::tensor(line, whole, (w, REC_HEIGHT), width, Normalise { mean: [0.5; 3], std: [0.5; 3] }))
 }
 
 /// Cut the blue country bands (EU strip, Italian year band) off a straightened plate, so their

@@ -8,6 +8,7 @@ use imageproc::geometric_transformations::{Border, Interpolation, Projection, wa
 use imageproc::geometry::min_area_rect;
 use imageproc::point::Point;
 
+use crate::detect::resample::{Plane, Source};
 use crate::inference::manifest::Normalise;
 
 /// A text region: corners clockwise from the top-left, in source pixels.
@@ -84,24 +85,21 @@ pub fn input_size(width: u32, height: u32, min_side: u32, max_side: u32) -> (u32
     (round(w * scale), round(h * scale))
 }
 
-/// Lay out an RGB image as the detector's planar BGR tensor, resized to `size` and scaled by
-/// `norm` (its mean and deviation in B, G, R order).
-pub fn tensor(image: &RgbImage, size: (u32, u32), norm: Normalise) -> Vec<f32> {
-    let resized = imageops::resize(image, size.0, size.1, imageops::FilterType::Triangle);
-    planar_bgr(&resized, size.0 as usize, norm.mean, norm.std)
-}
-
-/// Planar BGR floats, (x/255 − mean)/std per plane (B, G, R), `width` columns (right padding
-/// left at 0).
-pub fn planar_bgr(image: &RgbImage, width: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let h = image.height() as usize;
-    let plane = h * width;
-    let mut out = vec![0f32; 3 * plane];
-    for (x, y, px) in image.enumerate_pixels() {
-        let i = y as usize * width + x as usize;
-        for c in 0..3 {
-            let b = 2 - c;
-            out[b * plane + i] = (px[c] as f32 / 255.0 - mean[b]) / std[b];
+/// Lay out `region` (`[x1, y1, x2, y2]`) of an RGB image as a PaddleOCR model's planar BGR
+/// tensor: scaled bilinearly to `size` as PaddleOCR's training resizes (OpenCV's
+/// `INTER_LINEAR`), normalised by `norm` (its mean and deviation in B, G, R order), and padded
+/// with zeros on the right to `width` columns.
+pub fn tensor(image: &RgbImage, region: [u32; 4], size: (u32, u32), width: u32, norm: Normalise) -> Vec<f32> {
+    let stride = 3 * image.width() as usize;
+    let plane = |offset| Plane { data: image.as_raw(), stride, step: 3, offset, sub: 1 };
+    let source = Source::Rgb { r: plane(0), g: plane(1), b: plane(2) };
+    let (w, h, columns) = (size.0 as usize, size.1 as usize, width.max(size.0) as usize);
+    let mut out = source.letterbox(region, (w, h), (columns, h), 0);
+    for (b, values) in out.chunks_mut(columns * h).enumerate() {
+        for row in values.chunks_mut(columns) {
+            let (picture, pad) = row.split_at_mut(w);
+            picture.iter_mut().for_each(|v| *v = (*v / 255.0 - norm.mean[b]) / norm.std[b]);
+            pad.fill(0.0);
         }
     }
     out
@@ -261,6 +259,24 @@ pub fn warp(image: &RgbImage, quad: &Quad) -> Option<RgbImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_region_is_scaled_normalised_per_bgr_plane_and_padded_with_zeros() {
+        // Left half pure red, right half pure blue; the region is the right half's left 8
+        // columns and all rows, scaled to 4 × 2 on a canvas 6 wide.
+        let image =
+            RgbImage::from_fn(16, 4, |x, _| if x < 8 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+        let norm = Normalise { mean: [0.5, 0.25, 0.0], std: [0.5, 0.25, 1.0] };
+        let t = tensor(&image, [8, 0, 16, 4], (4, 2), 6, norm);
+        assert_eq!(t.len(), 3 * 2 * 6);
+        let (blue, green, red) = (&t[0..12], &t[12..24], &t[24..36]);
+        for row in 0..2 {
+            let cols = row * 6..row * 6 + 6;
+            assert_eq!(&blue[cols.clone()], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], "blue plane first, padded with 0");
+            assert_eq!(&green[cols.clone()], &[-1.0, -1.0, -1.0, -1.0, 0.0, 0.0]);
+            assert_eq!(&red[cols], &[0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "no red from outside the region");
+        }
+    }
 
     #[test]
     fn a_filled_rectangle_becomes_one_grown_upright_quad() {

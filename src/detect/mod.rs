@@ -11,7 +11,7 @@
 //! Decoding and NMS run on the caller's thread ([`yolox`]). [`Detector::submit`] queues a frame
 //! and returns, so a camera can go on with its next frames while the model runs.
 
-mod resample;
+pub mod resample;
 pub mod yolox;
 
 use std::collections::HashMap;

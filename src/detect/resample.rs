@@ -1,5 +1,6 @@
 //! The detector's letterbox in one pass: crop, bilinear scale and colour conversion from the
 //! decoder's I420/NV12 (or a still's packed RGB) straight into the model's planar BGR floats.
+//! The plate reader's text models take their inputs through it too.
 //!
 //! A general converter (GStreamer's) unpacks, scales and packs every line through several
 //! intermediate formats and then still has to be laid out planar; here each output row blends
