@@ -78,17 +78,18 @@ const SAME_GLYPH: &[(char, char)] = &[('O', '0'), ('I', '1')];
 const MAX_DROPS: usize = 2;
 /// The cost of dropping a character on top of its log-probability over the blank's.
 const DROP_COST: f32 = 1.5;
-/// A character read at least this sure is never dropped to fit a format (it may still become a
-/// twin the recogniser gave weight): the recogniser saw a glyph there, and a format that needs it
-/// gone is another series' format. Stray glyphs (seals, stickers, band letters) read unsure. A
-/// track's vote is sure at the same bar. Without it, the `eu` preset took the leading digit off
-/// US plates whose first step had the blank as runner-up (`6LSU216` read `LSU216`).
-const DROP_SURE: f32 = 0.9;
+/// A character read at least this sure is believed: a format never drops it (it may still become
+/// a twin the recogniser gave weight), since the recogniser saw a glyph there and a format that
+/// needs it gone is another series' format; stray glyphs (seals, stickers, band letters) read
+/// unsure. A track's vote is sure once its weakest character is. Without the drop bar, the `eu`
+/// preset took the leading digit off US plates whose first step had the blank as runner-up
+/// (`6LSU216` read `LSU216`).
+pub const SURE: f32 = 0.9;
 /// The cost of a twin other than a character's first (0 is far more often O than D or Q).
 const RARE_TWIN_COST: f32 = 1.0;
 /// A fit dearer than this (in log-probability) is not believed: the text is not that format.
-/// A sure character may change only to a twin the recogniser gave some weight, and may be
-/// dropped only when the blank was its runner-up. With 10, a wrong region's preset bent
+/// A sure character may change only to a twin the recogniser gave some weight, and an unsure one
+/// may be dropped only when the blank was its runner-up ([`SURE`] ones never are). With 10, a wrong region's preset bent
 /// Croatian plates into a US series by dropping a sure letter (EU under `us`: 84 % against 88 %
 /// with none); at 7.5 no preset reads a dev set worse than none by more than two points.
 const MAX_FIT_COST: f32 = 7.5;
@@ -159,7 +160,7 @@ impl Formats {
         let mut best: Option<(f32, Vec<Char>)> = None;
         for drops in 0..=MAX_DROPS.min(chars.len()) {
             for dropped in combinations(chars.len(), drops) {
-                if dropped.iter().any(|&i| chars[i].prob >= DROP_SURE) {
+                if dropped.iter().any(|&i| chars[i].prob >= SURE) {
                     continue;
                 }
                 let base: f32 = dropped.iter().map(|&i| DROP_COST + ln(chars[i].prob) - ln(chars[i].blank)).sum();

@@ -24,7 +24,7 @@ use crate::events::{EventType, NewEvent, snapshot};
 use crate::frame::Frame;
 use crate::geometry::iou;
 use crate::metrics::CameraMetrics;
-use crate::plate::{Formats, PlateText, edit_distance};
+use crate::plate::{Formats, PlateText, SURE, edit_distance};
 use crate::throttle::Throttle;
 use crate::track::{Change, Tracker};
 
@@ -44,10 +44,9 @@ const IDLE_SCAN: f64 = 1.0;
 /// Seconds between whole-frame reads of a vehicle-mode camera while something moves and no
 /// vehicle in view has given a plate: a vehicle too close, or too odd, for the detector to box.
 const SCENE_GAP: f64 = 0.4;
-/// A track is read again (up to `max_reads`) until its vote's weakest character is this sure,
-/// with at least `SURE_READS` reads behind it: one sure read can still have lost a character to a
+/// A track is read again (up to `max_reads`) until its vote's weakest character is [`SURE`],
+/// with at least this many reads behind it: one sure read can still have lost a character to a
 /// tight box or a frame's edge.
-const SURE: f32 = 0.9;
 const SURE_READS: usize = 2;
 /// Plate track ids start this far above the vehicle tracks' (both count up from the time in ms),
 /// so the two never collide, and stay below 2^53 (exact in JSON numbers).
