@@ -3,10 +3,11 @@
 
 use image::RgbImage;
 
-use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle};
+use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle, pool};
 use crate::detect::{Detection, Detector};
 use crate::geometry::iou;
 use crate::inference::InferenceError;
+use crate::plate::SURE;
 
 /// Lowest score for a vehicle box to be searched.
 const VEHICLE_SCORE: f32 = 0.3;
@@ -26,14 +27,24 @@ pub struct StillReader<'a> {
 
 impl StillReader<'_> {
     /// The plates in an image, one per place, highest likeness first. Each vehicle is searched
-    /// first; the whole scene (plates too close to the camera for a vehicle to be detected,
-    /// vehicles the detector misses) only when no vehicle gave a sure plate.
+    /// first, and searched again finer where its most plate-like read is not [`SURE`]; the whole
+    /// scene (plates too close to the camera for a vehicle to be detected, vehicles the detector
+    /// misses) only when no vehicle gave a plate of `min_confidence`.
     pub fn read(&self, image: &RgbImage) -> Result<Vec<PlateRead>, InferenceError> {
         let mut plates: Vec<PlateRead> = Vec::new();
         if let Some((detector, classes)) = &self.vehicles {
             let (w, h) = image.dimensions();
             for region in vehicle_regions(detector.detect_rgb(image.as_raw(), w, h, VEHICLE_SCORE)?, classes, (w, h)) {
-                plates.extend(self.reader.read(image, Some(region), Search::Vehicle, self.formats)?);
+                let mut reads = self.reader.read(image, Some(region), Search::Vehicle, self.formats)?;
+                // A still is one frame: where a track would read an unsure plate again on its next
+                // frames, a still's vehicle is read again at a finer scale and the two looks are
+                // pooled. A vehicle with no plate-like line at all (seen side on, plate out of
+                // view) is not searched again.
+                if reads.first().is_some_and(|r| r.text.confidence < SURE) {
+                    let again = self.reader.read_vehicle_finer(image, region, self.formats)?;
+                    reads = pool_looks(reads, again);
+                }
+                plates.extend(reads);
             }
         }
         // The reader keeps only plates (serials, and a vehicle's vanity plate), so a sure read is a
@@ -41,15 +52,41 @@ impl StillReader<'_> {
         if !plates.iter().any(|p| p.text.confidence >= self.min_confidence) {
             plates.extend(self.reader.read(image, None, Search::Scene, self.formats)?);
         }
-        plates.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
-        let mut kept: Vec<PlateRead> = Vec::new();
-        for p in plates {
-            if !kept.iter().any(|k| overlaps(k.bbox(), p.bbox())) {
-                kept.push(p);
-            }
-        }
-        Ok(kept)
+        Ok(one_per_place(plates, self.min_confidence))
     }
+}
+
+/// Two looks at one vehicle, combined: a line of the second look in the same place as one of
+/// the first is the same line, and its reads are pooled (see [`pool`]); the rest are added. Most
+/// plate-like first.
+fn pool_looks(mut first: Vec<PlateRead>, again: Vec<PlateRead>) -> Vec<PlateRead> {
+    for read in again {
+        match first.iter_mut().find(|r| overlaps(r.bbox(), read.bbox())) {
+            Some(same) => {
+                if let Some(pooled) = pool(vec![same.text.clone(), read.text]) {
+                    same.text = pooled;
+                }
+            }
+            None => first.push(read),
+        }
+    }
+    first.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
+    first
+}
+
+/// One read per place: reads that reach `min_confidence` (which are reported) before those that
+/// do not, then the most plate-like. An unsure vehicle read in the place of a sure one from the
+/// scene search would otherwise hide it.
+fn one_per_place(mut plates: Vec<PlateRead>, min_confidence: f32) -> Vec<PlateRead> {
+    let reported = |p: &PlateRead| p.text.confidence >= min_confidence;
+    plates.sort_by(|a, b| reported(b).cmp(&reported(a)).then(b.text.likeness.total_cmp(&a.text.likeness)));
+    let mut kept: Vec<PlateRead> = Vec::new();
+    for p in plates {
+        if !kept.iter().any(|k| overlaps(k.bbox(), p.bbox())) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 /// The regions to search for plates: each vehicle near enough to show a legible plate, once,
@@ -83,6 +120,41 @@ pub fn overlaps(a: [f32; 4], b: [f32; 4]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anpr::textdet::Quad;
+    use crate::plate::PlateText;
+
+    /// A read of `text` on the line boxed `[x1, y1, x2, y2]`.
+    fn at(text: &str, probs: &[f32], [x1, y1, x2, y2]: [f32; 4]) -> PlateRead {
+        PlateRead { text: PlateText::sample(text, probs), quad: Quad([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]) }
+    }
+
+    #[test]
+    fn a_second_look_pools_with_the_first_in_the_same_place_and_adds_the_rest() {
+        let first = vec![at("UF2V55", &[0.99, 0.99, 0.99, 0.77, 0.99, 0.59], [350.0, 320.0, 420.0, 360.0])];
+        let again = vec![
+            // The same line, boxed a little differently, its last glyph read sure.
+            at("UF2V5S", &[0.99, 0.98, 0.99, 0.9, 0.99, 0.95], [352.0, 322.0, 418.0, 358.0]),
+            // A line the first look did not find.
+            at("ABC123", &[0.9; 6], [100.0, 300.0, 160.0, 330.0]),
+        ];
+        let looks = pool_looks(first, again);
+        let texts: Vec<&str> = looks.iter().map(|r| r.text.text.as_str()).collect();
+        assert_eq!(texts, ["UF2V5S", "ABC123"]);
+        // Each character is as sure as its surest read: the weakest is now the V, at 0.9.
+        assert!((looks[0].text.confidence - 0.9).abs() < 1e-6, "{}", looks[0].text.confidence);
+        assert_eq!(looks[0].bbox(), [350.0, 320.0, 420.0, 360.0], "the first look's box is kept");
+    }
+
+    #[test]
+    fn an_unsure_read_does_not_hide_a_reported_one_in_the_same_place() {
+        let mut unsure = at("BA2681M", &[0.55; 7], [230.0, 130.0, 336.0, 153.0]);
+        unsure.text.likeness = 0.9;
+        let sure = at("BA268IM", &[0.69; 7], [233.0, 131.0, 334.0, 152.0]);
+        let elsewhere = at("ZG1234A", &[0.4; 7], [10.0, 10.0, 80.0, 30.0]);
+        let kept = one_per_place(vec![unsure, sure, elsewhere], 0.6);
+        let texts: Vec<&str> = kept.iter().map(|r| r.text.text.as_str()).collect();
+        assert_eq!(texts, ["BA268IM", "ZG1234A"]);
+    }
 
     fn det(class: usize, score: f32, bbox: [f32; 4]) -> Detection {
         Detection { class, score, bbox }
