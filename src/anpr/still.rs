@@ -26,8 +26,9 @@ pub struct StillReader<'a> {
 }
 
 impl StillReader<'_> {
-    /// The plates in an image, one per place, highest likeness first. Each vehicle is searched
-    /// first, and searched again finer where its most plate-like read is not [`SURE`]; the whole
+    /// The plates in an image, one per place, those that reach `min_confidence` first, then the
+    /// most plate-like. Each vehicle is searched first, and searched again finer where its most
+    /// plate-like read is not [`SURE`]; the whole
     /// scene (plates too close to the camera for a vehicle to be detected, vehicles the detector
     /// misses) only when no vehicle gave a plate of `min_confidence`.
     pub fn read(&self, image: &RgbImage) -> Result<Vec<PlateRead>, InferenceError> {
