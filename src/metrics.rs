@@ -37,6 +37,7 @@ pub struct Metrics {
     /// Seconds from a frame's wall time to its event being published.
     pub frame_to_publish: prometheus::Histogram,
     frames_detected: IntCounterVec,
+    detection_pixels: IntCounterVec,
     analysis_restarts: IntCounterVec,
     events_blocked: IntCounterVec,
     events_blocked_ms: IntCounterVec,
@@ -53,6 +54,8 @@ pub struct CameraMetrics {
     pub analysed: IntCounter,
     /// Frames that went through the object detector.
     pub detected: IntCounter,
+    /// Model input pixels (canvas width × height) of those detector runs.
+    pub detection_pixels: IntCounter,
     /// Regions (vehicles, or whole frames) read for plates.
     pub plate_reads: IntCounter,
     /// Plate reads skipped because the plate-read queue was full.
@@ -136,6 +139,12 @@ impl Metrics {
                 "Detector runs (frames or crops), by camera",
                 &["camera"],
             ),
+            detection_pixels: counter_vec(
+                &r,
+                "vigil_detection_pixels_total",
+                "Model input pixels (width x height) of the detector runs, by camera: a crop costs its share of a frame",
+                &["camera"],
+            ),
             analysis_restarts: counter_vec(
                 &r,
                 "vigil_analysis_restarts_total",
@@ -212,6 +221,7 @@ impl Metrics {
             dropped_backpressure: self.frames_dropped.with_label_values(&[id, "backpressure"]),
             analysed: self.frames_analysed.with_label_values(&[id]),
             detected: self.frames_detected.with_label_values(&[id]),
+            detection_pixels: self.detection_pixels.with_label_values(&[id]),
             plate_reads: self.plate_reads.with_label_values(&[id, "done"]),
             plate_reads_skipped: self.plate_reads.with_label_values(&[id, "skipped"]),
             queue_depth: self.queue_depth.with_label_values(&[id]),

@@ -33,6 +33,37 @@ fn the_letterbox_is_no_larger_than_the_picture() {
         assert_eq!(d.input_size(500, 500, fit), (416, 416));
         assert_eq!(d.input_size(3000, 10, fit), (416, 32), "never below the largest stride");
     }
+    // A crop at its frame's scale (0.52 for 768 × 432 onto 416 × 224) is only as large as it is.
+    let frame = Fit::Frame(768, 432);
+    assert_eq!(d.scale(200, 100, frame), d.scale(768, 432, Fit::Grid));
+    assert_eq!(d.input_size(200, 100, frame), (128, 64), "104 × 52, rounded up to 32");
+    assert_eq!(d.input_size(768, 432, frame), (416, 224), "the whole frame");
+}
+
+/// A crop at its frame's scale sees what a whole-frame detection sees: the objects inside it are
+/// found at a fraction of the input, their boxes within 6 px and scores within 0.05 (the dog: 5 px
+/// and +0.04; only the context past the crop's edge differs).
+#[test]
+fn a_crop_at_the_frames_scale_finds_what_the_whole_frame_does() {
+    let d = detector();
+    let (buffer, info) = photo_as(gstreamer_video::VideoFormat::I420);
+    let (w, h) = (info.width(), info.height());
+    let whole = d.detect(&buffer, &info, None, Fit::Grid, 0.3).unwrap();
+    // Around the dog (133, 207)–(326, 543), with room on every side.
+    let crop = [60, 150, 400, h];
+    let fit = Fit::Frame(w, h);
+    let (cw, ch) = d.input_size(crop[2] - crop[0], crop[3] - crop[1], fit);
+    let (fw, fh) = d.input_size(w, h, Fit::Grid);
+    assert!(cw * ch * 2 <= fw * fh, "a {cw} × {ch} input against the frame's {fw} × {fh}");
+    let cropped = d.detect(&buffer, &info, Some(crop), fit, 0.3).unwrap();
+    let dog = |found: &[vigil::detect::Detection]| {
+        *found.iter().find(|f| d.labels[f.class] == "dog").unwrap_or_else(|| panic!("no dog in {found:?}"))
+    };
+    let (a, b) = (dog(&whole), dog(&cropped));
+    assert!((a.score - b.score).abs() < 0.05, "dog score {} in the crop against {}", b.score, a.score);
+    for (x, y) in a.bbox.iter().zip(b.bbox) {
+        assert!((x - y).abs() <= 6.0, "dog box {:?} in the crop against {:?}", b.bbox, a.bbox);
+    }
 }
 
 #[test]

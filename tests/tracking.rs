@@ -199,36 +199,42 @@ async fn two_cameras_are_batched_into_one_session() {
     assert!(frames > calls, "some calls carried frames from both cameras");
 }
 
+/// Run `clip` (of `frames` frames) through the supervisor as one file camera `id` at
+/// `detect_fps = 5`, and return its metrics once every frame has been analysed.
+async fn analyse_clip(clip: &str, frames: u64, id: &str) -> Arc<Metrics> {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start();
+    let url = format!("file://{}", media(clip).display());
+    let toml = format!(
+        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n\
+         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
+         [[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\ndetect_fps = 5\n",
+        dir.path().join("events.db").display(),
+        redis.url(),
+        dir.path().join("snaps").display(),
+        models_dir(),
+    );
+    let config = Config::parse(&toml, clip).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(vigil::supervisor::run(config, Default::default(), metrics.clone(), shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.camera(id).analysed.get() < frames {
+        assert!(Instant::now() < deadline, "analysed {} of {frames} frames", metrics.camera(id).analysed.get());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    metrics
+}
+
 /// car-detection.mp4 (377 frames at 12.5 fps, 30.2 s) at `detect_fps = 5`: the detector runs at
 /// most 5 times per second of video, and not in the quiet stretches before and between the three
 /// cars (about 14 s of the clip), so well under the 151 runs the schedule alone allows. The
 /// count is exported as `vigil_detections_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detection_keeps_to_its_schedule_and_skips_quiet_video() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start();
-    let url = format!("file://{}", media("car-detection.mp4").display());
-    let toml = format!(
-        "[database]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\n\
-         [storage]\nsnapshots_dir = \"{}\"\n[models]\ndir = \"{}\"\n\
-         [[cameras]]\nid = \"lane\"\nurl = \"{url}\"\ndetect_fps = 5\n",
-        dir.path().join("events.db").display(),
-        redis.url(),
-        dir.path().join("snaps").display(),
-        models_dir(),
-    );
-    let config = Config::parse(&toml, "schedule").unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(vigil::supervisor::run(config, Default::default(), metrics.clone(), shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metrics.camera("lane").analysed.get() < 377 {
-        assert!(Instant::now() < deadline, "analysed {} of 377 frames", metrics.camera("lane").analysed.get());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    shutdown.cancel();
-    run.await.unwrap().unwrap();
-
+    let metrics = analyse_clip("car-detection.mp4", 377, "lane").await;
     let detected = metrics.camera("lane").detected.get();
     let video_secs = 377.0 / 12.5;
     println!("{detected} detections in {video_secs:.1} s of video at detect_fps 5");
@@ -237,4 +243,20 @@ async fn detection_keeps_to_its_schedule_and_skips_quiet_video() {
     assert!(detected >= 30, "the detector hardly ran while cars crossed: {detected}");
     let exported = prometheus::TextEncoder::new().encode_to_string(&metrics.registry.gather()).unwrap();
     assert!(exported.contains(&format!("vigil_detections_total{{camera=\"lane\"}} {detected}")), "{exported}");
+}
+
+/// one-by-one-person-detection.mp4 (1394 frames, 768 × 432): one person walking or standing moves
+/// in about a third of the frame, so most detections run on a crop around them at the frame's own
+/// scale (`each_person_who_walks_in_gets_one_track` checks nobody is lost), and cost that share of
+/// a whole frame's 416 × 224 input, counted in `vigil_detection_pixels_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_motion_costs_the_detector_a_crop_not_a_frame() {
+    let metrics = analyse_clip("one-by-one-person-detection.mp4", 1394, "hall").await;
+    let (detected, pixels) = (metrics.camera("hall").detected.get(), metrics.camera("hall").detection_pixels.get());
+    let share = pixels as f64 / detected as f64 / (416.0 * 224.0);
+    println!("{detected} detections, {pixels} input pixels: {:.0} % of whole frames'", share * 100.0);
+    assert!(detected >= 100, "the detector ran while people walked: {detected}");
+    assert!(share < 0.8, "detections cost {:.0} % of a whole frame's input", share * 100.0);
+    let exported = prometheus::TextEncoder::new().encode_to_string(&metrics.registry.gather()).unwrap();
+    assert!(exported.contains(&format!("vigil_detection_pixels_total{{camera=\"hall\"}} {pixels}")), "{exported}");
 }

@@ -30,8 +30,12 @@ use crate::track::{Change, Track, Tracker};
 
 /// Detections below this score are not even given to the tracker.
 const DETECT_FLOOR: f32 = 0.1;
-/// Crops smaller than this fraction of the frame are worth running instead of the whole frame.
+/// Crops smaller than this fraction of the frame (or of its model input) are worth running instead
+/// of the whole frame.
 const CROP_MAX_AREA: f32 = 0.5;
+/// The least side, in model pixels, of a crop at the frame's scale: four of YOLOX's coarsest
+/// cells, so an object the motion only grazes is still seen with some context around it.
+const MIN_CROP_SIDE: f32 = 128.0;
 /// Seconds early a frame may be and still take a scheduled detection.
 const SCHEDULE_SLACK: f64 = 0.005;
 /// Detections a camera may have out at once: two at the model (a session per core runs them side
@@ -41,9 +45,9 @@ const MAX_IN_FLIGHT: usize = 3;
 /// A snapshot is replaced when the score improves by this much.
 const BETTER_SNAPSHOT: f32 = 0.1;
 
-/// A padded crop of `frame` around `boxes`, or `None` for the whole frame. Widening any box only
-/// ever widens the crop.
-fn crop_around(frame: &Frame, boxes: impl Iterator<Item = [f32; 4]>) -> Option<[u32; 4]> {
+/// A padded crop of `frame` around `boxes` and how to scale it, or `None` for the whole frame.
+/// Widening any box only ever widens the crop.
+fn crop_around(detector: &Detector, frame: &Frame, boxes: impl Iterator<Item = [f32; 4]>) -> Option<([u32; 4], Fit)> {
     let (fw, fh) = (frame.width() as f32, frame.height() as f32);
     let [x1, y1, x2, y2] = boxes.fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |u, b| {
         [u[0].min(b[0]), u[1].min(b[1]), u[2].max(b[2]), u[3].max(b[3])]
@@ -51,16 +55,33 @@ fn crop_around(frame: &Frame, boxes: impl Iterator<Item = [f32; 4]>) -> Option<[
     if x1 >= x2 || y1 >= y2 {
         return None;
     }
-    // Pad by a third of the region (objects extend past their moving parts), and never crop
-    // below the model's input size, where upscaling would only blur.
-    let (w, h) = (((x2 - x1) * 1.66).max(416.0).min(fw), ((y2 - y1) * 1.66).max(416.0).min(fh));
-    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
-    let left = (cx - w / 2.0).clamp(0.0, fw - w);
-    let top = (cy - h / 2.0).clamp(0.0, fh - h);
-    if w * h > CROP_MAX_AREA * fw * fh {
+    let place = |w: f32, h: f32| {
+        let (w, h) = (w.min(fw), h.min(fh));
+        let left = ((x1 + x2 - w) / 2.0).clamp(0.0, fw - w);
+        let top = ((y1 + y2 - h) / 2.0).clamp(0.0, fh - h);
+        [left as u32, top as u32, (left + w) as u32, (top + h) as u32]
+    };
+    // Pad by a third of the region: objects extend past their moving parts.
+    let (pw, ph) = ((x2 - x1) * 1.66, (y2 - y1) * 1.66);
+    // A frame much larger than the model's input: a crop at least the input's size, scaled up to
+    // it, sees small objects at up to the frame's own resolution (never upscaled, which would
+    // only blur).
+    let (w, h) = (pw.max(416.0).min(fw), ph.max(416.0).min(fh));
+    if w * h <= CROP_MAX_AREA * fw * fh {
+        return Some((place(w, h), Fit::Grid));
+    }
+    // Otherwise the region at the whole frame's scale, grown to fill its canvas (padding costs
+    // the model as much as picture), when that canvas is a small enough part of the frame's.
+    let fit = Fit::Frame(frame.width(), frame.height());
+    let scale = detector.scale(frame.width(), frame.height(), Fit::Grid);
+    let least = MIN_CROP_SIDE / scale;
+    let [l, t, r, b] = place(pw.max(least), ph.max(least));
+    let (cw, ch) = detector.input_size(r - l, b - t, fit);
+    let (whole_w, whole_h) = detector.input_size(frame.width(), frame.height(), Fit::Grid);
+    if (cw * ch) as f32 > CROP_MAX_AREA * (whole_w * whole_h) as f32 {
         return None;
     }
-    Some([left as u32, top as u32, (left + w) as u32, (top + h) as u32])
+    Some((place(cw as f32 / scale, ch as f32 / scale), fit))
 }
 
 /// What has been published about one confirmed track.
@@ -177,7 +198,7 @@ impl ObjectStage {
         // the tracks, and moving tracks only widen the crop, so when its motion alone already
         // calls for the whole frame the outcome is the same either way.
         let regions = motion.regions.iter().map(|r| r.map(|v| v as f32));
-        if motion.is_empty() || crop_around(frame, regions).is_some() {
+        if motion.is_empty() || crop_around(&self.detector, frame, regions).is_some() {
             events.extend(self.settle());
         }
         while self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -200,9 +221,9 @@ impl ObjectStage {
             }
             return events;
         }
-        let crop = self.crop(frame, motion, t);
+        let (crop, fit) = self.crop(frame, motion, t).map_or((None, Fit::Grid), |(c, fit)| (Some(c), fit));
         let started = Instant::now();
-        match self.detector.submit(&frame.buffer, &frame.info, crop, Fit::Grid, DETECT_FLOOR) {
+        match self.detector.submit(&frame.buffer, &frame.info, crop, fit, DETECT_FLOOR) {
             Ok(pending) => self.in_flight.push_back(InFlight {
                 pending,
                 frame: frame.clone(),
@@ -230,6 +251,7 @@ impl ObjectStage {
         let Some(InFlight { pending, frame, moving, t, started }) = self.in_flight.pop_front() else {
             return Vec::new();
         };
+        let pixels = pending.pixels();
         let found = match pending.wait(&self.detector) {
             Ok((found, done)) => {
                 self.status.inference(done.saturating_duration_since(started));
@@ -241,6 +263,7 @@ impl ObjectStage {
             }
         };
         self.metrics.detected.inc();
+        self.metrics.detection_pixels.inc_by(pixels);
         let frame = &frame;
         let frame_area = (frame.width() * frame.height()) as f64;
         let dets: Vec<Detection> = found
@@ -295,14 +318,15 @@ impl ObjectStage {
         events
     }
 
-    /// A padded crop around motion and moving tracks, or `None` for the whole frame.
-    fn crop(&self, frame: &Frame, motion: &Motion, t: f64) -> Option<[u32; 4]> {
+    /// A padded crop around motion and moving tracks and how to scale it, or `None` for the whole
+    /// frame.
+    fn crop(&self, frame: &Frame, motion: &Motion, t: f64) -> Option<([u32; 4], Fit)> {
         let boxes = motion
             .regions
             .iter()
             .map(|r| r.map(|v| v as f32))
             .chain(self.tracker.tracks().iter().filter(|tr| !tr.stationary).map(|tr| tr.predicted(t)));
-        crop_around(frame, boxes)
+        crop_around(&self.detector, frame, boxes)
     }
 
     fn label(&self, class: usize) -> String {

@@ -41,6 +41,10 @@ pub enum Fit {
     /// As [`Fit::Exact`], but a side just past a multiple of the stride is scaled onto it (see
     /// [`GRID_SHRINK`]). For video, where detection recurs on every scheduled frame.
     Grid,
+    /// A crop at the scale its whole frame (width, height) gets under [`Fit::Grid`], on a canvas
+    /// only as large as the crop: objects in it look as they do to a whole-frame detection, and
+    /// the call costs about the crop's share of one. Only a flexible model gains from it.
+    Frame(u32, u32),
 }
 
 /// One detected object, in frame pixels.
@@ -76,6 +80,11 @@ impl Pending {
     /// Whether the model has answered (or failed); never waits.
     pub fn ready(&mut self) -> bool {
         self.ticket.ready()
+    }
+
+    /// The model input's pixels (width × height): what the call costs beside a whole frame's.
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.size.0) * u64::from(self.size.1)
     }
 
     /// The detections in frame pixels, waiting for the model if need be, and when its call
@@ -211,6 +220,11 @@ impl Detector {
         self.canvas(width.max(1), height.max(1), fit).2
     }
 
+    /// Model pixels per frame pixel for a `width` × `height` frame or crop.
+    pub fn scale(&self, width: u32, height: u32, fit: Fit) -> f32 {
+        self.canvas(width.max(1), height.max(1), fit).0
+    }
+
     /// For a `cw` × `ch` crop: the scale that fits it in the training size (as `fit` says), the
     /// scaled picture's size, and the canvas (the training size, or for a flexible model the
     /// picture rounded up to the largest stride, which every input side must be a multiple of).
@@ -221,7 +235,10 @@ impl Detector {
             let side = |v: u32, max: u32| ((v as f32 * scale).round() as i32).clamp(1, max as i32);
             (side(cw, w), side(ch, h))
         };
-        let mut scale = (w as f32 / cw as f32).min(h as f32 / ch as f32);
+        let mut scale = match fit {
+            Fit::Frame(fw, fh) => self.scale(fw, fh, Fit::Grid),
+            Fit::Exact | Fit::Grid => (w as f32 / cw as f32).min(h as f32 / ch as f32),
+        };
         if self.flexible && fit == Fit::Grid {
             // A side just past a multiple of the stride would be padded by most of a stride:
             // shrink the picture onto the multiple below instead, when that costs at most

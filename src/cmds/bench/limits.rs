@@ -51,6 +51,8 @@ impl std::fmt::Display for Setting {
 #[derive(Serialize)]
 pub struct Limits {
     pub decode_fps: f64,
+    /// The model input (width × height) of the whole frames the inference limits ran on.
+    pub frame_pixels: u64,
     /// The best setting at each caller count.
     pub best: Vec<Setting>,
     /// The pipeline's own `[inference]` setting at each caller count (as many cameras).
@@ -79,6 +81,7 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
     let own: Vec<_> = CALLERS.iter().map(|_| effective(&config.inference)).collect();
     let mut best: Vec<Setting> = Vec::new();
     let mut configured = Vec::new();
+    let mut frame_pixels = 0;
     let cores = vigil::inference::cores();
     // A single-threaded session has no pool to spin: spinning is tried only where there is one.
     let mut settings: Vec<(usize, usize, bool)> = thread_counts()
@@ -97,6 +100,8 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::load(&cfg)?;
         let detector = Arc::new(Detector::load(&config.models, &runtime, &cfg, metrics.clone())?);
+        let (w, h) = detector.input_size(frames[0].info.width(), frames[0].info.height(), Fit::Grid);
+        frame_pixels = u64::from(w) * u64::from(h);
         for (&callers, own) in CALLERS.iter().zip(&own) {
             let s = measure(&detector, &frames, &metrics, (sessions, threads, spinning), callers);
             eprintln!("  {s}, {callers} caller(s): {:.1} fps, {:.1} ms in the model", s.fps, s.model_ms);
@@ -111,7 +116,7 @@ pub fn inference(config: &Config, frames: &[Frame], decode_fps: f64) -> anyhow::
         }
     }
     configured.sort_by_key(|s: &Setting| s.callers);
-    Ok(Limits { decode_fps, best, configured })
+    Ok(Limits { decode_fps, frame_pixels, best, configured })
 }
 
 /// The (sessions, threads, spinning) the pipeline's detector runs with under `cfg`.

@@ -9,8 +9,9 @@
 //!    `--live`, on RTSP streams of the video at its own rate, which drop frames instead.
 //!
 //! The limit for a run is the rate the machine would reach if the decode and inference work just
-//! added up: `1 / (1/decode + d/inference)`, where `d` is the share of frames the run actually
-//! sent to the detector (motion gates detection) and `inference` is the best raw rate this
+//! added up: `1 / (1/decode + d·c/inference)`, where `d` is the share of frames the run actually
+//! sent to the detector (motion gates detection), `c` the model input of its runs as a share of a
+//! whole frame's (a crop around motion costs less), and `inference` the best raw rate this
 //! machine reaches with as many concurrent callers as the run has cameras, over every thread
 //! count and spinning setting ([`super::limits`]), not vigil's own setting. Files run as fast as
 //! the stages allow (the decoder waits for analysis), so this is throughput; latency here
@@ -117,6 +118,8 @@ struct Run {
     fps: f64,
     /// Share of analysed frames that went through the detector.
     detected_share: f64,
+    /// Model input per detector run as a share of a whole frame's: crops around motion cost less.
+    input_share: f64,
     limit_fps: f64,
     ratio: f64,
     dropped: u64,
@@ -301,9 +304,10 @@ async fn pipeline(
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     latencies.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let (analysed0, detected0, dropped0, plates0, cpu0, t0) = (
+    let (analysed0, detected0, pixels0, dropped0, plates0, cpu0, t0) = (
         sum(|m| m.analysed.get()),
         sum(|m| m.detected.get()),
+        sum(|m| m.detection_pixels.get()),
         sum(|m| m.dropped_backpressure.get()),
         [sum(|m| m.plate_reads.get()), sum(|m| m.plate_reads_skipped.get())],
         cpu_seconds(),
@@ -318,6 +322,7 @@ async fn pipeline(
     let secs = t0.elapsed().as_secs_f64();
     let analysed = sum(|m| m.analysed.get()) - analysed0;
     let detected = sum(|m| m.detected.get()) - detected0;
+    let pixels = sum(|m| m.detection_pixels.get()) - pixels0;
     let dropped = sum(|m| m.dropped_backpressure.get()) - dropped0;
     let plate_reads = [sum(|m| m.plate_reads.get()) - plates0[0], sum(|m| m.plate_reads_skipped.get()) - plates0[1]];
     let cpu = cpu_seconds() - cpu0;
@@ -330,7 +335,12 @@ async fn pipeline(
     let _ = listener.await;
     let fps = analysed as f64 / secs;
     let detected_share = if analysed == 0 { 0.0 } else { detected as f64 / analysed as f64 };
-    let limit_fps = 1.0 / (1.0 / limits.decode_fps + detected_share / limits.inference_for(cams));
+    let input_share = match detected {
+        0 => 1.0,
+        n => pixels as f64 / n as f64 / limits.frame_pixels.max(1) as f64,
+    };
+    // The inference limits were measured on whole frames; a crop's call costs its share of one.
+    let limit_fps = 1.0 / (1.0 / limits.decode_fps + detected_share * input_share / limits.inference_for(cams));
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
@@ -339,6 +349,7 @@ async fn pipeline(
         cameras: cams,
         fps,
         detected_share,
+        input_share,
         limit_fps,
         ratio: fps / limit_fps,
         dropped,
@@ -413,11 +424,12 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
     }
     println!();
     println!(
-        "{:<7} {:>4} {:>8} {:>9} {:>8} {:>6} {:>8} {:>14} {:>22} {:>9} {:>8} {:>8}",
+        "{:<7} {:>4} {:>8} {:>9} {:>6} {:>8} {:>6} {:>8} {:>14} {:>22} {:>9} {:>8} {:>8}",
         "stages",
         "cams",
         "fps",
         "detected",
+        "input",
         "limit",
         "ratio",
         "dropped",
@@ -434,11 +446,12 @@ fn print_table(video: &Path, limits: &Limits, runs: &[Run]) {
         };
         let latency = r.latency_ms.map_or("n/a".to_string(), |[a, b, c]| format!("{a:.0}/{b:.0}/{c:.0}"));
         println!(
-            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>8.1} {:>5.0}% {:>8} {:>14} {:>22} {:>6.0} MB {:>+5.1} MB {:>7.0}%",
+            "{:<7} {:>4} {:>8.1} {:>8.0}% {:>5.0}% {:>8.1} {:>5.0}% {:>8} {:>14} {:>22} {:>6.0} MB {:>+5.1} MB {:>7.0}%",
             format!("{:?}", r.stages).to_lowercase(),
             r.cameras,
             r.fps,
             r.detected_share * 100.0,
+            r.input_share * 100.0,
             r.limit_fps,
             r.ratio * 100.0,
             r.dropped,
