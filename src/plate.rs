@@ -89,9 +89,10 @@ pub const SURE: f32 = 0.9;
 const RARE_TWIN_COST: f32 = 1.0;
 /// A fit dearer than this (in log-probability) is not believed: the text is not that format.
 /// A sure character may change only to a twin the recogniser gave some weight, and an unsure one
-/// may be dropped only when the blank was its runner-up ([`SURE`] ones never are). With 10, a wrong region's preset bent
-/// Croatian plates into a US series by dropping a sure letter (EU under `us`: 84 % against 88 %
-/// with none); at 7.5 no preset reads a dev set worse than none by more than two points.
+/// may be dropped only when the blank was its runner-up ([`SURE`] ones never are). With 10, a
+/// wrong region's preset bent Croatian plates into a US series by dropping a sure letter (EU
+/// under `us`: 84 % against 88 % with none); at 7.5 no preset reads a dev set worse than none by
+/// more than two points.
 const MAX_FIT_COST: f32 = 7.5;
 /// A fit whose least sure character is less sure than this share of the read's own is refused:
 /// without it, the wrong region's preset read the US set at 46 % against 70 % with none.

@@ -7,7 +7,7 @@ use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle, pool}
 use crate::detect::{Detection, Detector};
 use crate::geometry::iou;
 use crate::inference::InferenceError;
-use crate::plate::SURE;
+use crate::plate::{PlateText, SURE};
 
 /// Lowest score for a vehicle box to be searched.
 const VEHICLE_SCORE: f32 = 0.3;
@@ -28,9 +28,9 @@ pub struct StillReader<'a> {
 impl StillReader<'_> {
     /// The plates in an image, one per place, those that reach `min_confidence` first, then the
     /// most plate-like. Each vehicle is searched first, and searched again finer where its most
-    /// plate-like read is not [`SURE`]; the whole
-    /// scene (plates too close to the camera for a vehicle to be detected, vehicles the detector
-    /// misses) only when no vehicle gave a plate of `min_confidence`.
+    /// plate-like read is not [`SURE`]; the whole scene (plates too close to the camera for a
+    /// vehicle to be detected, vehicles the detector misses) only when no vehicle gave a plate of
+    /// `min_confidence`.
     pub fn read(&self, image: &RgbImage) -> Result<Vec<PlateRead>, InferenceError> {
         let mut plates: Vec<PlateRead> = Vec::new();
         if let Some((detector, classes)) = &self.vehicles {
@@ -61,16 +61,24 @@ impl StillReader<'_> {
 /// the first is the same line, and its reads are pooled (see [`pool`]); the rest are added. Most
 /// plate-like first.
 fn pool_looks(mut first: Vec<PlateRead>, again: Vec<PlateRead>) -> Vec<PlateRead> {
+    // Every read of one place is pooled at once, so two second-look lines over one first-look
+    // line weigh as much as each other.
+    let mut places: Vec<Vec<PlateText>> = first.iter().map(|r| vec![r.text.clone()]).collect();
+    let mut added = Vec::new();
     for read in again {
-        match first.iter_mut().find(|r| overlaps(r.bbox(), read.bbox())) {
-            Some(same) => {
-                if let Some(pooled) = pool(vec![same.text.clone(), read.text]) {
-                    same.text = pooled;
-                }
-            }
-            None => first.push(read),
+        match first.iter().position(|r| overlaps(r.bbox(), read.bbox())) {
+            Some(i) => places[i].push(read.text),
+            None => added.push(read),
         }
     }
+    for (read, texts) in first.iter_mut().zip(places) {
+        if texts.len() > 1
+            && let Some(pooled) = pool(texts)
+        {
+            read.text = pooled;
+        }
+    }
+    first.extend(added);
     first.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
     first
 }
@@ -144,6 +152,20 @@ mod tests {
         // Each character is as sure as its surest read: the weakest is now the V, at 0.9.
         assert!((looks[0].text.confidence - 0.9).abs() < 1e-6, "{}", looks[0].text.confidence);
         assert_eq!(looks[0].bbox(), [350.0, 320.0, 420.0, 360.0], "the first look's box is kept");
+    }
+
+    #[test]
+    fn two_second_look_lines_over_one_first_look_line_are_pooled_at_once() {
+        // The first look reads the last glyph as 3 at 0.6; two lines of the second look over it
+        // both read 8 at 0.5. Pooled two at a time, the 3 would beat each 8 alone.
+        let first = vec![at("ABC123", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.6], [100.0, 100.0, 200.0, 130.0])];
+        let again = vec![
+            at("ABC128", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.5], [104.0, 101.0, 198.0, 129.0]),
+            at("ABC128", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.5], [106.0, 100.0, 199.0, 131.0]),
+        ];
+        let looks = pool_looks(first, again);
+        assert_eq!(looks.len(), 1);
+        assert_eq!(looks[0].text.text, "ABC128");
     }
 
     #[test]
