@@ -57,9 +57,11 @@ fn crop_around(detector: &Detector, frame: &Frame, boxes: impl Iterator<Item = [
     }
     let place = |w: f32, h: f32| {
         let (w, h) = (w.min(fw), h.min(fh));
-        let left = ((x1 + x2 - w) / 2.0).clamp(0.0, fw - w);
-        let top = ((y1 + y2 - h) / 2.0).clamp(0.0, fh - h);
-        [left as u32, top as u32, (left + w) as u32, (top + h) as u32]
+        let left = ((x1 + x2 - w) / 2.0).clamp(0.0, fw - w) as u32;
+        let top = ((y1 + y2 - h) / 2.0).clamp(0.0, fh - h) as u32;
+        // Whole pixels of the size asked, never one more: a crop sized to fill its canvas must
+        // not round up into the next one.
+        [left, top, left + w as u32, top + h as u32]
     };
     // Pad by a third of the region: objects extend past their moving parts.
     let (pw, ph) = ((x2 - x1) * 1.66, (y2 - y1) * 1.66);
