@@ -77,8 +77,7 @@ fn crop_around(detector: &Detector, frame: &Frame, boxes: impl Iterator<Item = [
     let fit = Fit::Frame(frame.width(), frame.height());
     let scale = detector.scale(frame.width(), frame.height(), Fit::Grid);
     let least = MIN_CROP_SIDE / scale;
-    let [l, t, r, b] = place(pw.max(least), ph.max(least));
-    let (cw, ch) = detector.input_size(r - l, b - t, fit);
+    let (cw, ch) = detector.input_size(pw.max(least).min(fw) as u32, ph.max(least).min(fh) as u32, fit);
     let (whole_w, whole_h) = detector.input_size(frame.width(), frame.height(), Fit::Grid);
     if (cw * ch) as f32 > CROP_MAX_AREA * (whole_w * whole_h) as f32 {
         return None;
