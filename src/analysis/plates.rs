@@ -46,7 +46,11 @@ const IDLE_SCAN: f64 = 1.0;
 const SCENE_GAP: f64 = 0.4;
 /// A track is read again (up to `max_reads`) until its vote's weakest character is [`SURE`],
 /// with at least this many reads behind it: one sure read can still have lost a character to a
-/// tight box or a frame's edge.
+/// tight box or a frame's edge. A word (text of one kind) is published only with this many reads
+/// agreeing: a vehicle carries more lettering than plates (badges, spare-wheel covers, dealer
+/// stickers), and of the two, the lettering is also read sure from one frame; a vanity plate in
+/// view is read the same on the next frames, while the words one frame finds differ from the
+/// next's as the box moves.
 const SURE_READS: usize = 2;
 /// Plate track ids start this far above the vehicle tracks' (both count up from the time in ms),
 /// so the two never collide, and stay below 2^53 (exact in JSON numbers).
@@ -522,9 +526,11 @@ impl PlateStage {
             pt.best = Some((detached, read, vehicle_box));
         }
         // Once out, an event follows its vote: a plate the later reads out-vote is revised even
-        // where the split vote is no longer sure enough to start an event of its own.
+        // where the split vote is no longer sure enough to start an event of its own. A word
+        // starts one only once [`SURE_READS`] reads agree.
         let stands = |pt: &PlateTrack, v: &Voted| {
-            v.confidence >= min || pt.published.as_ref().is_some_and(|p| p.plate != v.plate)
+            (v.confidence >= min && (v.serial || v.reads >= SURE_READS))
+                || pt.published.as_ref().is_some_and(|p| p.plate != v.plate)
         };
         let mut voted = pt.consensus.vote().filter(|v| stands(pt, v))?;
         if pt.event_track.is_none() {
@@ -702,6 +708,21 @@ mod tests {
         let keys: Vec<String> = again.iter().map(|e| plate_and_key(e).1).collect();
         assert_eq!(keys, std::slice::from_ref(&next_key), "one car, one event (the surer read revises it)");
         assert_ne!(next_key, first_key);
+    }
+
+    #[test]
+    fn a_word_is_a_vehicles_plate_only_once_two_reads_agree() {
+        let mut stage = stage("vehicle");
+        let frame = frame();
+        let bbox = [100.0, 300.0, 400.0, 500.0];
+        // A spare-wheel cover and a dealer's sticker, each read sure once: no plate.
+        assert!(stage.vote(1, read("CROSS", 0.95, 150.0), bbox, &frame, 0.0).is_none());
+        assert!(stage.vote(1, read("CARBRAX", 0.99, 150.0), bbox, &frame, 0.2).is_none());
+        // A vanity plate reads the same again.
+        let event = stage.vote(1, read("CARBRAX", 0.99, 150.0), bbox, &frame, 0.4).expect("two reads agree");
+        assert_eq!((event.data["plate"].as_str(), event.data["reads"].as_u64()), (Some("CARBRAX"), Some(2)));
+        // A serial needs one sure read.
+        assert!(stage.vote(2, read("ABC1234", 0.95, 150.0), bbox, &frame, 0.0).is_some());
     }
 
     #[test]

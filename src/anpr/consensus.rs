@@ -11,6 +11,9 @@ pub struct Voted {
     pub confidence: f32,
     /// Reads that voted (those of the winning length).
     pub reads: usize,
+    /// Whether any read that voted is a serial ([`PlateText::is_serial`]); otherwise the plate is
+    /// a word, which only a vanity plate is.
+    pub serial: bool,
 }
 
 /// The reads of one track so far.
@@ -60,7 +63,7 @@ impl Consensus {
             plate.push(ch);
             confidence = confidence.min(w / group.len() as f32);
         }
-        Some(Voted { plate, confidence, reads: group.len() })
+        Some(Voted { plate, confidence, reads: group.len(), serial: group.iter().any(|r| r.is_serial()) })
     }
 }
 
