@@ -73,14 +73,18 @@ fn bench(args: &[&str], set: &str) -> Value {
 /// The US figure swings with the vehicle boxes the reader searches: moving every box edge in or
 /// out by 1.5–3 px read 77.1–83.8 % when it measured 81.0 %, so its floor sits under that band.
 ///
+/// A dedicated camera's search (the whole picture; no vehicle boxes) on the US set, whose plates
+/// are small in wide pictures, is held the same way: 84.8 % when written, 79.0 % before a scene
+/// with no sure plate was looked at again closer around its small plate-shaped lines.
+///
 /// And a region's preset may re-rank and fix confusions where its formats say which class
 /// belongs, but never reject a plausible plate: on each set, the wrong region's preset reads no
 /// worse than no preset by more than two points. (One test, so the US set's run with no format
 /// serves both.)
 #[test]
 fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_none() {
-    // Eight runs, two at a time (a run leaves much of the machine idle between model calls).
-    let runs: [(&[&str], &str); 8] = [
+    // Nine runs, two at a time (a run leaves much of the machine idle between model calls).
+    let runs: [(&[&str], &str); 9] = [
         (&["--format", "eu"], "openalpr-eu"),
         (&["--format", "us"], "openalpr-eu"),
         (&["--format", "br"], "openalpr-br"),
@@ -89,10 +93,11 @@ fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_n
         (&["--format", "eu"], "openalpr-br"),
         (&[], "openalpr-eu"),
         (&[], "openalpr-br"),
+        (&["--dedicated"], "openalpr-us-dev"),
     ];
     let rows: Vec<Value> = std::thread::scope(|s| {
         let halves: Vec<_> = runs
-            .chunks(4)
+            .chunks(5)
             .map(|half| s.spawn(move || half.iter().map(|(args, set)| bench(args, set)).collect::<Vec<_>>()))
             .collect();
         halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
@@ -102,7 +107,8 @@ fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_n
     let (eu, br, us) =
         (row(&["--format", "eu"], "openalpr-eu"), row(&["--format", "br"], "openalpr-br"), row(&[], "openalpr-us-dev"));
     assert_eq!((num(eu, "images"), num(br, "images"), num(us, "images")), (108.0, 114.0, 105.0));
-    for (row, folded, wrong) in [(eu, 95.0, 4.0), (br, 95.0, 3.0), (us, 78.0, 15.0)] {
+    let dedicated = row(&["--dedicated"], "openalpr-us-dev");
+    for (row, folded, wrong) in [(eu, 95.0, 4.0), (br, 95.0, 3.0), (us, 78.0, 15.0), (dedicated, 82.0, 15.0)] {
         assert!(num(row, "folded_pct") >= folded, "{row}");
         assert!(num(row, "exact_pct") <= num(row, "folded_pct") && num(row, "top1_pct") <= num(row, "folded_pct"));
         assert!(num(row, "wrong_pct") <= wrong, "{row}");

@@ -7,6 +7,7 @@
 
 pub mod consensus;
 pub mod ctc;
+pub mod looks;
 pub mod queue;
 pub mod still;
 pub mod textdet;
@@ -19,7 +20,7 @@ use crate::config::{InferenceConfig, ModelsConfig};
 use crate::inference::manifest::{Manifest, Normalise};
 use crate::inference::{Batcher, InferenceError, Runtime, Workload};
 use crate::metrics::Metrics;
-use crate::plate::{self, Formats, PlateText};
+use crate::plate::{self, Formats, PlateText, SURE};
 use ctc::Alphabet;
 use textdet::{DbParams, Quad};
 
@@ -95,6 +96,10 @@ impl PlateRead {
     }
 }
 
+/// One look at a region: its plate-like reads, the lines found (with those
+/// [`textdet::joined`] makes), and each joined line with its pieces.
+type Look = (Vec<PlateRead>, Vec<Quad>, Vec<(Quad, Vec<Quad>)>);
+
 /// The text detector and recogniser; shared by every camera.
 pub struct PlateReader {
     det: Batcher,
@@ -160,11 +165,11 @@ impl PlateReader {
         search: Search,
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
-        let side = match search {
-            Search::Vehicle => VEHICLE_DET_WIDTH,
-            Search::Scene => SCENE_DET_MAX,
-        };
-        self.search(image, region, search, side, formats)
+        let region = clip(region.unwrap_or([0, 0, image.width(), image.height()]), image.dimensions());
+        match search {
+            Search::Vehicle => self.read_vehicle(image, region, VEHICLE_DET_WIDTH, formats),
+            Search::Scene => self.read_scene(image, region, formats),
+        }
     }
 
     /// A vehicle's plate candidates as [`Self::read`] finds them, searched at
@@ -176,30 +181,80 @@ impl PlateReader {
         region: [u32; 4],
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
-        self.search(image, Some(region), Search::Vehicle, FINER_VEHICLE_DET_WIDTH, formats)
+        self.read_vehicle(image, clip(region, image.dimensions()), FINER_VEHICLE_DET_WIDTH, formats)
     }
 
-    /// [`Self::read`], with the text detector's input at most `side` pixels wide (a vehicle) or
-    /// on its longer side (a scene).
-    fn search(
+    /// A vehicle's plate: its serials, or its vanity plate, with its box searched at most `side`
+    /// pixels wide.
+    fn read_vehicle(
         &self,
         image: &RgbImage,
-        region: Option<[u32; 4]>,
-        search: Search,
+        region: [u32; 4],
         side: u32,
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
-        let [x1, y1, x2, y2] = region.unwrap_or([0, 0, image.width(), image.height()]);
-        let (x2, y2) = (x2.min(image.width()), y2.min(image.height()));
-        if x2 <= x1 + 8 || y2 <= y1 + 8 {
-            return Ok(Vec::new());
+        let [x1, y1, x2, y2] = region;
+        let size = vehicle_det_size(x2.saturating_sub(x1), y2.saturating_sub(y1), side);
+        let (mut reads, _, _) = self.look(image, region, size, Search::Vehicle, formats)?;
+        keep_tallest_serials(&mut reads);
+        let cut = cut_off([x1 as f32, y1 as f32, x2 as f32, y2 as f32], image.dimensions());
+        let least = if cut { 0.0 } else { PLATE_LINE_SHARE * x2.saturating_sub(x1) as f32 };
+        admit_vanity(&mut reads, (y1, y2), least);
+        Ok(reads)
+    }
+
+    /// A scene's serials, searched with its longer side at most [`SCENE_DET_MAX`]; where that
+    /// reads no sure plate, looked at again closer around its small plate-shaped lines (see
+    /// [`looks::closer_looks`]), and each closer look pooled with what the scene read there.
+    fn read_scene(
+        &self,
+        image: &RgbImage,
+        region: [u32; 4],
+        formats: &Formats,
+    ) -> Result<Vec<PlateRead>, InferenceError> {
+        let width = region[2].saturating_sub(region[0]);
+        let size = textdet::input_size(width, region[3].saturating_sub(region[1]), 0, SCENE_DET_MAX);
+        let (mut reads, lines) = self.look_at_scene(image, region, size, formats)?;
+        if reads.iter().any(|r| r.text.confidence >= SURE) {
+            return Ok(reads);
         }
-        let (cw, ch) = (x2 - x1, y2 - y1);
-        let size = match search {
-            Search::Vehicle => vehicle_det_size(cw, ch, side),
-            Search::Scene => textdet::input_size(cw, ch, 0, side),
-        };
-        let quads = self.find_lines(image, [x1, y1, x2, y2], size)?;
+        for (look, size) in looks::closer_looks(&lines, size.0 as f32 / width.max(1) as f32, image.dimensions()) {
+            let (again, _) = self.look_at_scene(image, look, size, formats)?;
+            reads = looks::pool_looks(reads, again);
+        }
+        Ok(reads)
+    }
+
+    /// A scene's serial reads in `region`, searched at `size`, and every line found there. A
+    /// scene has signs and shop fronts, and no vehicle to place a word on.
+    fn look_at_scene(
+        &self,
+        image: &RgbImage,
+        region: [u32; 4],
+        size: (u32, u32),
+        formats: &Formats,
+    ) -> Result<(Vec<PlateRead>, Vec<Quad>), InferenceError> {
+        let (mut reads, lines, joined) = self.look(image, region, size, Search::Scene, formats)?;
+        let unread: Vec<Quad> = lines.iter().filter(|q| reads.iter().all(|r| r.quad != **q)).copied().collect();
+        drop_continued_text(&mut reads, &unread, &joined);
+        reads.retain(|r| r.text.is_serial());
+        Ok((reads, lines))
+    }
+
+    /// The text lines in `region`, searched at `size`, and their plate-like reads (see [`Look`]).
+    fn look(
+        &self,
+        image: &RgbImage,
+        region: [u32; 4],
+        size: (u32, u32),
+        search: Search,
+        formats: &Formats,
+    ) -> Result<Look, InferenceError> {
+        let [x1, y1, x2, y2] = region;
+        if x2 <= x1 + 8 || y2 <= y1 + 8 {
+            return Ok(Default::default());
+        }
+        let quads = self.find_lines(image, region, size)?;
         let offset = (x1 as f32, y1 as f32);
         let mut quads: Vec<Quad> = quads.into_iter().map(|q| q.map((1.0, 1.0), offset)).collect();
         let joined = textdet::joined(&quads);
@@ -219,17 +274,7 @@ impl PlateReader {
                 None => {}
             }
         }
-        if search == Search::Vehicle {
-            keep_tallest_serials(&mut reads);
-            let cut = cut_off([x1 as f32, y1 as f32, x2 as f32, y2 as f32], image.dimensions());
-            let least = if cut { 0.0 } else { PLATE_LINE_SHARE * (x2 - x1) as f32 };
-            admit_vanity(&mut reads, (y1, y2), least);
-        } else {
-            let unread: Vec<Quad> = quads.iter().filter(|q| reads.iter().all(|r| r.quad != **q)).copied().collect();
-            drop_continued_text(&mut reads, &unread, &joined);
-            reads.retain(|r| r.text.is_serial());
-        }
-        Ok(reads)
+        Ok((reads, quads, joined))
     }
 
     /// Text lines in `region` of an image, searched at `(w, h)`, as quads in the region's pixels,
@@ -457,6 +502,11 @@ fn pool(mut reads: Vec<PlateText>) -> Option<PlateText> {
     pooled.text = text;
     pooled.confidence = pooled.probs.iter().copied().fold(1.0, f32::min);
     Some(pooled)
+}
+
+/// `region` (`[x1, y1, x2, y2]`) inside a `(width, height)` picture.
+fn clip([x1, y1, x2, y2]: [u32; 4], (width, height): (u32, u32)) -> [u32; 4] {
+    [x1.min(width), y1.min(height), x2.min(width), y2.min(height)]
 }
 
 /// The text detector's input size for a vehicle region: `side` wide ([`VEHICLE_DET_WIDTH`] at

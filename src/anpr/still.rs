@@ -3,11 +3,12 @@
 
 use image::RgbImage;
 
-use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle, pool};
+use super::looks::{overlaps, pool_looks};
+use super::{PlateRead, PlateReader, SAME_VEHICLE, Search, legible_vehicle};
 use crate::detect::{Detection, Detector};
 use crate::geometry::iou;
 use crate::inference::InferenceError;
-use crate::plate::{PlateText, SURE};
+use crate::plate::SURE;
 
 /// Lowest score for a vehicle box to be searched.
 const VEHICLE_SCORE: f32 = 0.3;
@@ -57,32 +58,6 @@ impl StillReader<'_> {
     }
 }
 
-/// Two looks at one vehicle, combined: a line of the second look in the same place as one of
-/// the first is the same line, and its reads are pooled (see [`pool`]); the rest are added. Most
-/// plate-like first.
-fn pool_looks(mut first: Vec<PlateRead>, again: Vec<PlateRead>) -> Vec<PlateRead> {
-    // Every read of one place is pooled at once, so two second-look lines over one first-look
-    // line weigh as much as each other.
-    let mut places: Vec<Vec<PlateText>> = first.iter().map(|r| vec![r.text.clone()]).collect();
-    let mut added = Vec::new();
-    for read in again {
-        match first.iter().position(|r| overlaps(r.bbox(), read.bbox())) {
-            Some(i) => places[i].push(read.text),
-            None => added.push(read),
-        }
-    }
-    for (read, texts) in first.iter_mut().zip(places) {
-        if texts.len() > 1
-            && let Some(pooled) = pool(texts)
-        {
-            read.text = pooled;
-        }
-    }
-    first.extend(added);
-    first.sort_by(|a, b| b.text.likeness.total_cmp(&a.text.likeness));
-    first
-}
-
 /// One read per place: reads that reach `min_confidence` (which are reported) before those that
 /// do not, then the most plate-like. An unsure vehicle read in the place of a sure one from the
 /// scene search would otherwise hide it.
@@ -118,14 +93,6 @@ fn vehicle_regions(detections: Vec<Detection>, classes: &[usize], (w, h): (u32, 
         .collect()
 }
 
-/// Whether two boxes cover the same place: half the smaller one inside the other.
-pub fn overlaps(a: [f32; 4], b: [f32; 4]) -> bool {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    iw * ih >= 0.5 * area(a).min(area(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,37 +102,6 @@ mod tests {
     /// A read of `text` on the line boxed `[x1, y1, x2, y2]`.
     fn at(text: &str, probs: &[f32], [x1, y1, x2, y2]: [f32; 4]) -> PlateRead {
         PlateRead { text: PlateText::sample(text, probs), quad: Quad([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]) }
-    }
-
-    #[test]
-    fn a_second_look_pools_with_the_first_in_the_same_place_and_adds_the_rest() {
-        let first = vec![at("UF2V55", &[0.99, 0.99, 0.99, 0.77, 0.99, 0.59], [350.0, 320.0, 420.0, 360.0])];
-        let again = vec![
-            // The same line, boxed a little differently, its last glyph read sure.
-            at("UF2V5S", &[0.99, 0.98, 0.99, 0.9, 0.99, 0.95], [352.0, 322.0, 418.0, 358.0]),
-            // A line the first look did not find.
-            at("ABC123", &[0.9; 6], [100.0, 300.0, 160.0, 330.0]),
-        ];
-        let looks = pool_looks(first, again);
-        let texts: Vec<&str> = looks.iter().map(|r| r.text.text.as_str()).collect();
-        assert_eq!(texts, ["UF2V5S", "ABC123"]);
-        // Each character is as sure as its surest read: the weakest is now the V, at 0.9.
-        assert!((looks[0].text.confidence - 0.9).abs() < 1e-6, "{}", looks[0].text.confidence);
-        assert_eq!(looks[0].bbox(), [350.0, 320.0, 420.0, 360.0], "the first look's box is kept");
-    }
-
-    #[test]
-    fn two_second_look_lines_over_one_first_look_line_are_pooled_at_once() {
-        // The first look reads the last glyph as 3 at 0.6; two lines of the second look over it
-        // both read 8 at 0.5. Pooled two at a time, the 3 would beat each 8 alone.
-        let first = vec![at("ABC123", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.6], [100.0, 100.0, 200.0, 130.0])];
-        let again = vec![
-            at("ABC128", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.5], [104.0, 101.0, 198.0, 129.0]),
-            at("ABC128", &[0.9, 0.9, 0.9, 0.9, 0.9, 0.5], [106.0, 100.0, 199.0, 131.0]),
-        ];
-        let looks = pool_looks(first, again);
-        assert_eq!(looks.len(), 1);
-        assert_eq!(looks[0].text.text, "ABC128");
     }
 
     #[test]

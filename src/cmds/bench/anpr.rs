@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 use vigil::anpr::PlateRead;
-use vigil::anpr::still::overlaps;
+use vigil::anpr::looks::overlaps;
 use vigil::plate::edit_distance;
 use vigil::sample::Arrival;
 
