@@ -352,7 +352,8 @@ impl PlateStage {
         let count = images.len();
         let search = match target {
             Target::Vehicles(_) => Search::Vehicle,
-            Target::Frame => Search::Scene,
+            Target::Frame if self.dedicated => Search::Scene,
+            Target::Frame => Search::Unboxed,
         };
         match self.queue.submit(images, search, self.formats.clone(), self.wait) {
             Ok(reply) => {

@@ -77,8 +77,14 @@ fn cut_off(bbox: [f32; 4], (width, height): (u32, u32)) -> bool {
 pub enum Search {
     /// A vehicle's box: the plate's size is about known from the box's.
     Vehicle,
-    /// A whole scene: plates anywhere, at any size.
+    /// A whole scene: plates anywhere, at any size (a dedicated ANPR camera's view). Where it
+    /// reads no sure plate, it is looked at again closer (see [`looks::closer_looks`]).
     Scene,
+    /// A whole frame searched for the plates of vehicles too close, or too odd, to be boxed (the
+    /// vehicle mode's fallback): those plates are large, and small ones belong to vehicles whose
+    /// own boxes are searched, so it is not looked at closer. Closer looks there read pieces of
+    /// a plate as sure plates (`906AJ` of `RK906AJ`) while a car drives in.
+    Unboxed,
 }
 
 /// One plate read in an image.
@@ -168,7 +174,7 @@ impl PlateReader {
         let region = clip(region.unwrap_or([0, 0, image.width(), image.height()]), image.dimensions());
         match search {
             Search::Vehicle => self.read_vehicle(image, region, VEHICLE_DET_WIDTH, formats),
-            Search::Scene => self.read_scene(image, region, formats),
+            Search::Scene | Search::Unboxed => self.read_scene(image, region, search, formats),
         }
     }
 
@@ -204,18 +210,20 @@ impl PlateReader {
     }
 
     /// A scene's serials, searched with its longer side at most [`SCENE_DET_MAX`]; where that
-    /// reads no sure plate, looked at again closer around its small plate-shaped lines (see
-    /// [`looks::closer_looks`]), and each closer look pooled with what the scene read there.
+    /// reads no sure plate and `search` is [`Search::Scene`], looked at again closer around its
+    /// small plate-shaped lines (see [`looks::closer_looks`]), and each closer look pooled with
+    /// what the scene read there.
     fn read_scene(
         &self,
         image: &RgbImage,
         region: [u32; 4],
+        search: Search,
         formats: &Formats,
     ) -> Result<Vec<PlateRead>, InferenceError> {
         let width = region[2].saturating_sub(region[0]);
         let size = textdet::input_size(width, region[3].saturating_sub(region[1]), 0, SCENE_DET_MAX);
         let (mut reads, lines) = self.look_at_scene(image, region, size, formats)?;
-        if reads.iter().any(|r| r.text.confidence >= SURE) {
+        if search != Search::Scene || reads.iter().any(|r| r.text.confidence >= SURE) {
             return Ok(reads);
         }
         for (look, size) in looks::closer_looks(&lines, size.0 as f32 / width.max(1) as f32, image.dimensions()) {

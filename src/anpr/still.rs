@@ -52,7 +52,8 @@ impl StillReader<'_> {
         // The reader keeps only plates (serials, and a vehicle's vanity plate), so a sure read is a
         // sure plate.
         if !plates.iter().any(|p| p.text.confidence >= self.min_confidence) {
-            plates.extend(self.reader.read(image, None, Search::Scene, self.formats)?);
+            let search = if self.vehicles.is_some() { Search::Unboxed } else { Search::Scene };
+            plates.extend(self.reader.read(image, None, search, self.formats)?);
         }
         Ok(one_per_place(plates, self.min_confidence))
     }
