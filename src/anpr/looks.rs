@@ -1,7 +1,7 @@
 //! Several looks at one picture, combined: where a second look goes (closer, around text a scene
 //! search found too small to read), and how its reads join the first look's.
 
-use super::textdet::Quad;
+use super::textdet::{Quad, stride};
 use super::{MIN_PLATE_WIDTH, PlateRead, pool};
 use crate::plate::PlateText;
 
@@ -48,8 +48,8 @@ pub fn closer_looks(lines: &[Quad], scale: f32, (width, height): (u32, u32)) -> 
             let (hw, hh) = (LOOK_SIZE.0 / zoom / 2.0, LOOK_SIZE.1 / zoom / 2.0);
             let clamp = |v: f32, most: u32| v.clamp(0.0, most as f32) as u32;
             let region = [clamp(cx - hw, width), clamp(cy - hh, height), clamp(cx + hw, width), clamp(cy + hh, height)];
-            // Rounded to the detector's stride of 32; a region the border cut keeps the zoom.
-            let side = |from: u32, to: u32| ((((to - from) as f32 * zoom / 32.0).round() as u32) * 32).max(32);
+            // A region the border cut keeps the zoom.
+            let side = |from: u32, to: u32| stride((to - from) as f32 * zoom);
             (region, (side(region[0], region[2]), side(region[1], region[3])))
         })
         .collect()

@@ -523,8 +523,7 @@ fn vehicle_det_size(width: u32, height: u32, side: u32) -> (u32, u32) {
     let (w, h) = (width.max(1) as f32, height.max(1) as f32);
     let side = side as f32;
     let scale = (side / w).min(side / h);
-    let round = |v: f32| (((v / 32.0).round() as u32) * 32).max(32);
-    (round(w * scale), round(h * scale))
+    (textdet::stride(w * scale), textdet::stride(h * scale))
 }
 
 /// The recogniser input for a line: 48 px high, aspect kept, padded right to at least 320.

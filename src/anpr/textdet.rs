@@ -81,8 +81,13 @@ pub fn input_size(width: u32, height: u32, min_side: u32, max_side: u32) -> (u32
     let (w, h) = (width.max(1) as f32, height.max(1) as f32);
     let mut scale = (min_side as f32 / w.min(h)).max(1.0);
     scale = scale.min(max_side as f32 / w.max(h));
-    let round = |v: f32| (((v / 32.0).round() as u32) * 32).max(32);
-    (round(w * scale), round(h * scale))
+    (stride(w * scale), stride(h * scale))
+}
+
+/// A side of `v` pixels rounded to the detector's stride (32), at least one stride: the DB
+/// network downsamples by 32 and upsamples back, so other sizes misalign its maps.
+pub fn stride(v: f32) -> u32 {
+    (((v / 32.0).round() as u32) * 32).max(32)
 }
 
 /// Lay out `region` (`[x1, y1, x2, y2]`) of an RGB image as a PaddleOCR model's planar BGR
