@@ -22,6 +22,11 @@ use vigil::metrics::Metrics;
 use vigil::plate::Formats;
 use vigil::sample::SampleServer;
 
+/// The accuracy report keeps both of this machine's cores busy for minutes, and a live camera
+/// that shares them skips reads it does not skip alone; so the live-camera tests and the report
+/// take turns, while the light tests run beside them.
+static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn plates(set: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/plates").join(set)
 }
@@ -83,6 +88,7 @@ fn bench(args: &[&str], set: &str) -> Value {
 /// serves both.)
 #[test]
 fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_none() {
+    let _cores = CORES.blocking_lock();
     // Nine runs, two at a time (a run leaves much of the machine idle between model calls).
     let runs: [(&[&str], &str); 9] = [
         (&["--format", "eu"], "openalpr-eu"),
@@ -297,6 +303,7 @@ const SHORT_TRACKS: &str = "min_hits = 2\nmax_age_secs = 0.5";
 /// each drives in and stands for 1.5 s, then 1.5 s of black). Mostly BR, so the stream is checked
 /// on a set the still-image rules were not made on.
 async fn plate_run(set: &str, tracker: &str, anpr: &str) -> PlateRun {
+    let _cores = CORES.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut seen = std::collections::HashSet::new();
     let picked: Vec<(PathBuf, String)> =
@@ -439,6 +446,7 @@ async fn futures_next<S: tokio_stream::Stream + Unpin>(s: &mut S) -> Option<S::I
 /// next to the still-image rate of the same images. Six BR plates, dedicated mode.
 #[test]
 fn the_stream_report_scores_a_live_camera_against_stills() {
+    let _cores = CORES.blocking_lock();
     let redis = Redis::start();
     let dir = plates("openalpr-br");
     let url = redis.url();

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde_json::json;
 use vigil::anpr::PlateReader;
 use vigil::anpr::still::StillReader;
-use vigil::config::{InferenceConfig, ModelsConfig};
+use vigil::config::{InferenceConfig, ModelsConfig, Provider};
 use vigil::detect::Detector;
 use vigil::inference::Runtime;
 use vigil::metrics::Metrics;
@@ -29,6 +29,9 @@ pub struct Options {
     /// Models directory.
     #[arg(long, default_value = "models")]
     pub(crate) models: PathBuf,
+    /// ONNX Runtime execution provider, as `[inference] provider` (falls back to CPU with a warning).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub(crate) provider: Provider,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +60,10 @@ impl Models {
     /// Load ONNX Runtime, the plate models and (unless dedicated) the vehicle detector.
     pub fn load(options: &Options) -> anyhow::Result<Self> {
         // One image at a time: the detector gets the one-camera setting.
-        let inference = vigil::inference::for_one_caller(&InferenceConfig::default());
+        let inference = vigil::inference::for_one_caller(&InferenceConfig {
+            provider: options.provider,
+            ..InferenceConfig::default()
+        });
         let models = ModelsConfig { dir: options.models.clone(), ..ModelsConfig::default() };
         let runtime = Runtime::load(&inference)?;
         let metrics = Arc::new(Metrics::new());

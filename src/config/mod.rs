@@ -328,7 +328,7 @@ impl InferenceConfig {
 }
 
 /// ONNX Runtime execution provider.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     #[default]
