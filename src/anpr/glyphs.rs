@@ -255,6 +255,15 @@ mod tests {
     }
 
     #[test]
+    fn low_ink_at_the_lines_edge_keeps_its_end() {
+        // A piece of the frame at the left edge, as low as a mark, is no mark: nothing is cut
+        // (cut, a blurred first glyph read differently: US-dev `4FCW533`).
+        let mut bars = vec![(0, 8, 26, 36)];
+        bars.extend((0..7).map(|k| (30 + 20 * k, 10, 4, 36)));
+        assert_eq!(trim_small_marks(&line(&bars)).width(), 200);
+    }
+
+    #[test]
     fn a_line_of_small_text_with_few_tall_glyphs_is_left_whole() {
         let mut bars: Vec<(u32, u32, u32, u32)> = (0..6).map(|k| (6 + 12 * k, 6, 26, 36)).collect();
         bars.extend((0..3).map(|k| (100 + 20 * k, 10, 4, 36)));
