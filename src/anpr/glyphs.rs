@@ -26,23 +26,29 @@ const FRAME_SIDE: f32 = 0.75;
 const OFF_TONE: i32 = 40;
 
 /// `line` without the ends that hold only ink smaller than its tall glyphs.
-pub fn trim_small_marks(line: &RgbImage) -> RgbImage {
+pub fn trim_small_marks(line: RgbImage) -> RgbImage {
+    match kept_span(&line) {
+        Some((x1, x2)) => line.view(x1, 0, x2 - x1, line.height()).to_image(),
+        None => line,
+    }
+}
+
+/// The columns `x1..x2` of `line` to keep, where an end is cut off.
+fn kept_span(line: &RgbImage) -> Option<(u32, u32)> {
     let (w, h) = line.dimensions();
     if w < 40 || h < 12 {
-        return line.clone();
+        return None;
     }
-    let ink = Ink::of(line);
-    let parts = ink.parts();
     // Specks (noise, screws) are not glyphs of either kind.
     let speck = (h / 8).max(2);
-    let parts: Vec<Part> = parts.into_iter().filter(|p| p.bottom - p.top + 1 >= speck).collect();
-    let Some(tallest) = parts.iter().map(Part::height).max() else { return line.clone() };
+    let parts: Vec<Part> = ink_parts(line).into_iter().filter(|p| p.height() >= speck).collect();
+    let tallest = parts.iter().map(Part::height).max()?;
     let mut heights: Vec<u32> = parts.iter().map(Part::height).filter(|&ph| 2 * ph >= tallest).collect();
     heights.sort_unstable();
     let glyph = heights[heights.len() / 2] as f32;
     let tall: Vec<&Part> = parts.iter().filter(|p| p.height() as f32 >= SMALL * glyph).collect();
     if tall.len() < MIN_TALL {
-        return line.clone();
+        return None;
     }
     let (first, last) =
         (tall.iter().map(|p| p.left).min().unwrap_or(0), tall.iter().map(|p| p.right).max().unwrap_or(0));
@@ -63,11 +69,7 @@ pub fn trim_small_marks(line: &RgbImage) -> RgbImage {
     let cut_right = right < w
         && ((w - right) as f32) <= MAX_CUT * w as f32
         && cut(&|p| p.left > last, &|p| p.right as usize + 1 + SIDE < w as usize);
-    let (x1, x2) = (if cut_left { left } else { 0 }, if cut_right { right } else { w });
-    if x1 == 0 && x2 == w {
-        return line.clone();
-    }
-    line.view(x1, 0, x2 - x1, h).to_image()
+    (cut_left || cut_right).then_some((if cut_left { left } else { 0 }, if cut_right { right } else { w }))
 }
 
 /// A connected piece of ink, by its bounding box.
@@ -84,102 +86,63 @@ impl Part {
     }
 }
 
-/// A line split into ink and background at Otsu's threshold; the ink is the lesser part.
-struct Ink {
-    width: u32,
-    height: u32,
-    inked: Vec<bool>,
-}
-
-impl Ink {
-    fn of(line: &RgbImage) -> Self {
-        let (width, height) = line.dimensions();
-        let grey: Vec<u8> =
-            line.pixels().map(|p| ((u32::from(p[0]) * 3 + u32::from(p[1]) * 6 + u32::from(p[2])) / 10) as u8).collect();
-        let t = otsu(&grey);
-        let dark = grey.iter().filter(|&&g| g <= t).count();
-        let ink_is_dark = dark * 2 <= grey.len();
-        let dark_or_light: Vec<bool> = grey.iter().map(|&g| (g <= t) == ink_is_dark).collect();
-        // Emblems beside the text (a coat of arms, a flag) are as dark as it, but coloured: ink
-        // is also the text's own colour, as far as its saturation tells.
-        let chroma = |p: &image::Rgb<u8>| {
-            i32::from(*p.0.iter().max().unwrap_or(&0)) - i32::from(*p.0.iter().min().unwrap_or(&0))
-        };
-        let mut text: Vec<i32> =
-            line.pixels().zip(&dark_or_light).filter(|(_, i)| **i).map(|(p, _)| chroma(p)).collect();
-        text.sort_unstable();
-        let tone = text.get(text.len() / 2).copied().unwrap_or(0);
-        let inked: Vec<bool> =
-            line.pixels().zip(dark_or_light).map(|(p, i)| i && (chroma(p) - tone).abs() <= OFF_TONE).collect();
-        let ruled: Vec<bool> = (0..height as usize)
-            .map(|y| {
-                let row = &inked[y * width as usize..(y + 1) * width as usize];
-                row.iter().filter(|&&b| b).count() as f32 > BORDER_ROW * width as f32
-            })
-            .collect();
-        let mut ink = Self { width, height, inked };
-        for (y, _) in ruled.iter().enumerate().filter(|(_, r)| **r) {
-            ink.inked[y * width as usize..(y + 1) * width as usize].fill(false);
-        }
-        ink.clear_side_frames();
-        ink
-    }
-
-    /// Take off the plate frame's sides: thin marks standing at the line's left or right end
-    /// over most of its height.
-    fn clear_side_frames(&mut self) {
-        let (w, h) = (self.width as usize, self.height);
-        for (part, pixels) in self.components() {
-            let at_side = part.left as usize <= SIDE || part.right as usize + 1 + SIDE >= w;
-            let thin = (part.right - part.left + 1) * 4 <= h;
-            if at_side && thin && part.height() as f32 >= FRAME_SIDE * h as f32 {
-                pixels.into_iter().for_each(|p| self.inked[p] = false);
-            }
+/// The line's connected pieces of ink (8-connected), split from the background at Otsu's
+/// threshold (the ink is the lesser part), without borders and the plate frame's sides.
+fn ink_parts(line: &RgbImage) -> Vec<Part> {
+    let (w, h) = (line.width() as usize, line.height() as usize);
+    let grey: Vec<u8> =
+        line.pixels().map(|p| ((u32::from(p[0]) * 3 + u32::from(p[1]) * 6 + u32::from(p[2])) / 10) as u8).collect();
+    let t = otsu(&grey);
+    let dark = grey.iter().filter(|&&g| g <= t).count();
+    let ink_is_dark = dark * 2 <= grey.len();
+    let dark_or_light: Vec<bool> = grey.iter().map(|&g| (g <= t) == ink_is_dark).collect();
+    // Emblems beside the text (a coat of arms, a flag) are as dark as it, but coloured: ink is
+    // also the text's own colour, as far as its saturation tells.
+    let chroma =
+        |p: &image::Rgb<u8>| i32::from(*p.0.iter().max().unwrap_or(&0)) - i32::from(*p.0.iter().min().unwrap_or(&0));
+    let mut text: Vec<i32> = line.pixels().zip(&dark_or_light).filter(|(_, i)| **i).map(|(p, _)| chroma(p)).collect();
+    text.sort_unstable();
+    let tone = text.get(text.len() / 2).copied().unwrap_or(0);
+    let mut inked: Vec<bool> =
+        line.pixels().zip(dark_or_light).map(|(p, i)| i && (chroma(p) - tone).abs() <= OFF_TONE).collect();
+    for row in inked.chunks_exact_mut(w) {
+        if row.iter().filter(|&&b| b).count() as f32 > BORDER_ROW * w as f32 {
+            row.fill(false);
         }
     }
-
-    /// The connected pieces of ink.
-    fn parts(&self) -> Vec<Part> {
-        self.components().into_iter().map(|(part, _)| part).collect()
-    }
-
-    /// Each 8-connected piece of ink, with its pixels' indices.
-    fn components(&self) -> Vec<(Part, Vec<usize>)> {
-        let (w, h) = (self.width as usize, self.height as usize);
-        let mut seen = vec![false; w * h];
-        let mut out = Vec::new();
-        for start in 0..w * h {
-            if !self.inked[start] || seen[start] {
-                continue;
-            }
-            seen[start] = true;
-            let mut pixels = vec![start];
-            let mut k = 0;
-            while k < pixels.len() {
-                let (x, y) = (pixels[k] % w, pixels[k] / w);
-                k += 1;
-                for ny in y.saturating_sub(1)..(y + 2).min(h) {
-                    for nx in x.saturating_sub(1)..(x + 2).min(w) {
-                        let n = ny * w + nx;
-                        if self.inked[n] && !seen[n] {
-                            seen[n] = true;
-                            pixels.push(n);
-                        }
+    let mut parts = Vec::new();
+    let mut queue = Vec::new();
+    for start in 0..w * h {
+        if !inked[start] {
+            continue;
+        }
+        // Each pixel is taken off the ink as it joins its piece, so no piece is found twice.
+        inked[start] = false;
+        queue.push(start);
+        let mut part = Part { left: u32::MAX, right: 0, top: u32::MAX, bottom: 0 };
+        while let Some(p) = queue.pop() {
+            let (x, y) = (p % w, p / w);
+            (part.left, part.right) = (part.left.min(x as u32), part.right.max(x as u32));
+            (part.top, part.bottom) = (part.top.min(y as u32), part.bottom.max(y as u32));
+            for ny in y.saturating_sub(1)..(y + 2).min(h) {
+                for nx in x.saturating_sub(1)..(x + 2).min(w) {
+                    let n = ny * w + nx;
+                    if inked[n] {
+                        inked[n] = false;
+                        queue.push(n);
                     }
                 }
             }
-            let xs = pixels.iter().map(|p| (p % w) as u32);
-            let ys = pixels.iter().map(|p| (p / w) as u32);
-            let part = Part {
-                left: xs.clone().min().unwrap_or(0),
-                right: xs.max().unwrap_or(0),
-                top: ys.clone().min().unwrap_or(0),
-                bottom: ys.max().unwrap_or(0),
-            };
-            out.push((part, pixels));
         }
-        out
+        // The plate frame's sides: thin marks at the line's left or right end over most of its
+        // height.
+        let at_side = part.left as usize <= SIDE || part.right as usize + 1 + SIDE >= w;
+        let thin = ((part.right - part.left + 1) * 4) as usize <= h;
+        if !(at_side && thin && part.height() as f32 >= FRAME_SIDE * h as f32) {
+            parts.push(part);
+        }
     }
+    parts
 }
 
 /// Otsu's threshold of grey levels: the level that best splits them into two classes.
@@ -229,7 +192,7 @@ mod tests {
         // `SK` at the foot of the line, then seven full-height glyphs from x = 46.
         let mut bars = vec![(6, 6, 26, 36), (20, 6, 26, 36)];
         bars.extend((0..7).map(|k| (46 + 20 * k, 10, 4, 36)));
-        let out = trim_small_marks(&line(&bars));
+        let out = trim_small_marks(line(&bars));
         // The cut keeps a fifth of the glyph height (32 px) before the first glyph.
         assert_eq!((out.width(), out.height()), (200 - 40, 40));
     }
@@ -239,7 +202,7 @@ mod tests {
         // Seven glyphs end at x = 136; a small two-glyph mark stands at the top after them.
         let mut bars: Vec<(u32, u32, u32, u32)> = (0..7).map(|k| (6 + 20 * k, 10, 4, 36)).collect();
         bars.extend([(150, 6, 4, 14), (160, 6, 4, 14)]);
-        assert_eq!(trim_small_marks(&line(&bars)).width(), 136 + 6);
+        assert_eq!(trim_small_marks(line(&bars)).width(), 136 + 6);
     }
 
     #[test]
@@ -247,11 +210,11 @@ mod tests {
         // A border along the top and a frame's side at each end are not glyphs.
         let mut bars = vec![(0, 200, 0, 2), (0, 2, 0, 40), (198, 2, 0, 40)];
         bars.extend((0..7).map(|k| (16 + 24 * k, 10, 6, 36)));
-        assert_eq!(trim_small_marks(&line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
         // A first glyph read in two faint pieces, top and bottom, spans the glyphs' height.
         let mut bars = vec![(6, 10, 4, 12), (6, 10, 28, 36)];
         bars.extend((1..8).map(|k| (6 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(&line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
     }
 
     #[test]
@@ -260,13 +223,13 @@ mod tests {
         // (cut, a blurred first glyph read differently: US-dev `4FCW533`).
         let mut bars = vec![(0, 8, 26, 36)];
         bars.extend((0..7).map(|k| (30 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(&line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
     }
 
     #[test]
     fn a_line_of_small_text_with_few_tall_glyphs_is_left_whole() {
         let mut bars: Vec<(u32, u32, u32, u32)> = (0..6).map(|k| (6 + 12 * k, 6, 26, 36)).collect();
         bars.extend((0..3).map(|k| (100 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(&line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
     }
 }

@@ -347,7 +347,7 @@ impl PlateReader {
                 continue;
             }
             let Some(line) = textdet::warp(image, &quad) else { continue };
-            let line = glyphs::trim_small_marks(&mask_emblems(trim_bands(&line)));
+            let line = glyphs::trim_small_marks(mask_emblems(trim_bands(&line)));
             let (width, tensor) = rec_tensor(&line);
             items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
             kept.push((i, line.width() as f32 / line.height().max(1) as f32));
