@@ -235,6 +235,16 @@ fn the_cli_prints_one_json_line_per_image() {
     }
     assert!(right + 1 >= picked.len(), "{right} of {}: {out}", picked.len());
 
+    // A GPU provider asked of a library without it: the same reads on the CPU, and a warning.
+    args.splice(1..1, ["--provider", "cuda"]);
+    let (ok, on_cuda, err) = vigil(&args);
+    assert!(ok, "{err}");
+    if err.contains("no CUDA execution provider; falling back to CPU") {
+        assert_eq!(on_cuda, out);
+    } else {
+        assert_eq!(on_cuda.lines().count(), picked.len(), "{err}");
+    }
+
     let (ok, _, err) = vigil(&["anpr", "--json", "no-such-image.jpg"]);
     assert!(!ok);
     assert!(err.contains("no-such-image.jpg"), "{err}");
