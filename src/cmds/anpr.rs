@@ -10,7 +10,8 @@ use vigil::anpr::PlateReader;
 use vigil::anpr::still::StillReader;
 use vigil::config::{InferenceConfig, ModelsConfig, Provider};
 use vigil::detect::Detector;
-use vigil::inference::Runtime;
+use vigil::inference::manifest::Manifest;
+use vigil::inference::{Runtime, Workload, raw_call};
 use vigil::metrics::Metrics;
 use vigil::plate::Formats;
 
@@ -46,6 +47,14 @@ pub struct Args {
     images: Vec<PathBuf>,
 }
 
+/// One model call's own cost, see [`Models::raw_costs`].
+pub struct RawCost {
+    pub model: String,
+    pub width: usize,
+    pub height: usize,
+    pub ms: f64,
+}
+
 /// The loaded models.
 pub struct Models {
     reader: PlateReader,
@@ -54,6 +63,8 @@ pub struct Models {
     pub min_confidence: f32,
     /// Model calls and their time, by model.
     pub metrics: Arc<Metrics>,
+    runtime: Arc<Runtime>,
+    dir: ModelsConfig,
 }
 
 impl Models {
@@ -74,7 +85,30 @@ impl Models {
             Some(Detector::load(&models, &runtime, &inference, metrics.clone())?)
         };
         let formats = Formats::parse(&options.formats).map_err(anyhow::Error::msg)?;
-        Ok(Self { reader, detector, formats, min_confidence: options.min_confidence, metrics })
+        Ok(Self { reader, detector, formats, min_confidence: options.min_confidence, metrics, runtime, dir: models })
+    }
+
+    /// Each model's own cost here and now ([`raw_call`], best of five, with the sessions' settings
+    /// the reader uses) at a typical input: a vehicle's text search, one recogniser line and,
+    /// unless dedicated, a detector frame.
+    pub fn raw_costs(&self) -> anyhow::Result<Vec<RawCost>> {
+        let manifest = Manifest::load(&self.dir)?;
+        let inputs = [
+            ("text-detect", (512, 384), Workload::Regions),
+            ("text-recognise", (320, 48), Workload::Regions),
+            ("detect", (416, 416), Workload::Frames),
+        ];
+        let mut out = Vec::new();
+        for (task, (w, h), workload) in inputs {
+            let Some(entry) = manifest.models.iter().find(|m| m.task == task) else { continue };
+            if task == "detect" && self.detector.is_none() {
+                continue;
+            }
+            let mut session = self.runtime.session(&manifest.path(&entry.file), workload)?;
+            let ms = raw_call(&mut session, &[1, 3, h, w], 5)?.as_secs_f64() * 1000.0;
+            out.push(RawCost { model: entry.name.clone(), width: w, height: h, ms });
+        }
+        Ok(out)
     }
 
     /// Plates in one image file, best first, confident or not.

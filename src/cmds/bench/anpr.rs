@@ -147,6 +147,9 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                 (m.model, (m.calls - c0) as f64 / n, (m.inputs - i0) / n, (m.secs - s0) * 1000.0 / n)
             })
             .collect();
+        // Measured after each set, so it shows this machine's speed while the set ran: a shared
+        // machine's varies several times over from hour to hour.
+        let raw = models.raw_costs()?;
         let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let ms = t.millis / t.images.max(1) as f64;
         if args.json {
@@ -158,6 +161,7 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                     "elsewhere_per_image": per_image(t.elsewhere), "unread_pct": pct(t.unread as f64), "ms_per_image": ms,
                     "decode_ms_per_image": t.decode_millis / t.images.max(1) as f64,
                     "models": spent.iter().map(|(m, calls, inputs, ms)| json!({"model": m, "calls_per_image": calls, "inputs_per_image": inputs, "ms_per_image": ms})).collect::<Vec<_>>(),
+                    "raw": raw.iter().map(|r| json!({"model": r.model, "width": r.width, "height": r.height, "ms": r.ms})).collect::<Vec<_>>(),
                 })
             );
         } else {
@@ -185,6 +189,9 @@ pub fn run(args: AnprArgs) -> anyhow::Result<()> {
                 ms - models,
                 t.decode_millis / t.images.max(1) as f64
             );
+            let raw: Vec<String> =
+                raw.iter().map(|r| format!("{} {:.0} ms at {}×{}", r.model, r.ms, r.width, r.height)).collect();
+            println!("{:<20} one raw call, this machine now: {}", "", raw.join(", "));
         }
     }
     Ok(())
