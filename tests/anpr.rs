@@ -119,6 +119,11 @@ fn the_accuracy_report_holds_its_floors_and_a_wrong_preset_reads_no_worse_than_n
         assert!(num(row, "exact_pct") <= num(row, "folded_pct") && num(row, "top1_pct") <= num(row, "folded_pct"));
         assert!(num(row, "wrong_pct") <= wrong, "{row}");
         assert!(num(row, "elsewhere_per_image") <= 0.15, "text elsewhere taken for plates: {row}");
+        // The machine's speed while the set ran: one raw call of each model the search used.
+        let raw: Vec<&str> = row["raw"].as_array().unwrap().iter().map(|r| r["model"].as_str().unwrap()).collect();
+        let used = if row == dedicated { 2 } else { 3 };
+        assert_eq!(raw.len(), used, "{row}");
+        assert!(row["raw"].as_array().unwrap().iter().all(|r| r["ms"].as_f64().unwrap() > 0.0), "{row}");
     }
     for (set, wrong) in [("openalpr-eu", "us"), ("openalpr-us-dev", "eu"), ("openalpr-br", "eu")] {
         let none = num(row(&[], set), "folded_pct");
