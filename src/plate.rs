@@ -257,6 +257,10 @@ pub struct PlateText {
     pub likeness: f32,
     /// Whether a configured format matched.
     pub formatted: bool,
+    /// Whether small marks were cut off the line's ends before it was read
+    /// ([`crate::anpr::glyphs`]): what a longer read of the line holds beyond this one was left
+    /// out on purpose, not shaved off by a tight box.
+    pub trimmed: bool,
 }
 
 impl PlateText {
@@ -282,6 +286,7 @@ impl PlateText {
             confidence,
             likeness: confidence,
             formatted: false,
+            trimmed: false,
         }
     }
 }
@@ -358,7 +363,7 @@ pub fn judge(chars: &[Char], aspect: f32, formats: &Formats) -> Option<PlateText
     } else if !formats.is_empty() {
         likeness -= 0.2;
     }
-    Some(PlateText { text, probs, raw, marks, confidence, likeness, formatted })
+    Some(PlateText { text, probs, raw, marks, confidence, likeness, formatted, trimmed: false })
 }
 
 /// A character read under this probability may be a mark misread (see [`excise_marks`]).

@@ -25,11 +25,12 @@ const FRAME_SIDE: f32 = 0.75;
 /// Ink whose saturation differs from the text's by more than this is another mark's colour.
 const OFF_TONE: i32 = 40;
 
-/// `line` without the ends that hold only ink smaller than its tall glyphs.
-pub fn trim_small_marks(line: RgbImage) -> RgbImage {
+/// `line` without the ends that hold only ink smaller than its tall glyphs, and whether an end
+/// was cut.
+pub fn trim_small_marks(line: RgbImage) -> (RgbImage, bool) {
     match kept_span(&line) {
-        Some((x1, x2)) => line.view(x1, 0, x2 - x1, line.height()).to_image(),
-        None => line,
+        Some((x1, x2)) => (line.view(x1, 0, x2 - x1, line.height()).to_image(), true),
+        None => (line, false),
     }
 }
 
@@ -52,23 +53,34 @@ fn kept_span(line: &RgbImage) -> Option<(u32, u32)> {
     }
     let (first, last) =
         (tall.iter().map(|p| p.left).min().unwrap_or(0), tall.iter().map(|p| p.right).max().unwrap_or(0));
-    let margin = (MARGIN * glyph) as u32;
-    // An end is cut where it holds a mark apart from the line's edge (not a piece of the frame
-    // or of the next text) and all its ink stands lower than the glyphs: a tall glyph broken
-    // into faint pieces spreads over their height and keeps its end.
-    let cut = |beyond: &dyn Fn(&Part) -> bool, apart: &dyn Fn(&Part) -> bool| {
-        let ends: Vec<&Part> = parts.iter().filter(|p| beyond(p)).collect();
-        let (top, bottom) = (ends.iter().map(|p| p.top).min(), ends.iter().map(|p| p.bottom).max());
-        let low = matches!((top, bottom), (Some(t), Some(b)) if ((b - t + 1) as f32) < SMALL * glyph);
-        low && ends.iter().any(|p| apart(p))
+    // The registration's band, from its glyphs' tops to their feet. Ink centred above or below
+    // it is another row of the plate (a state's name, a slogan, a dealer's lettering), which
+    // tells nothing of what stands at the line's ends.
+    let (top, bottom) =
+        (tall.iter().map(|p| p.top).min().unwrap_or(0), tall.iter().map(|p| p.bottom).max().unwrap_or(0));
+    let ends = |beyond: &dyn Fn(&Part) -> bool| -> Vec<&Part> {
+        parts.iter().filter(|p| beyond(p) && (top..=bottom).contains(&((p.top + p.bottom) / 2))).collect()
     };
-    let left = first.saturating_sub(margin);
-    let right = (last + 1 + margin).min(w);
-    let cut_left =
-        left > 0 && (left as f32) <= MAX_CUT * w as f32 && cut(&|p| p.right < first, &|p| p.left as usize > SIDE);
+    let (before, after) = (ends(&|p| p.right < first), ends(&|p| p.left > last));
+    // An end is cut where all its ink stands lower than the glyphs (a tall glyph broken into
+    // faint pieces spreads over their height and keeps its end) and some of it is a mark apart
+    // from the line's edge, not a piece of the frame or of the next text.
+    let low = |ends: &[&Part]| {
+        let (t, b) = (ends.iter().map(|p| p.top).min(), ends.iter().map(|p| p.bottom).max());
+        matches!((t, b), (Some(t), Some(b)) if ((b - t + 1) as f32) < SMALL * glyph)
+    };
+    // A margin is kept beside the glyphs, but none of a mark's ink.
+    let margin = (MARGIN * glyph) as u32;
+    let left = first.saturating_sub(margin).max(before.iter().map(|p| p.right + 1).max().unwrap_or(0));
+    let right = (last + 1 + margin).min(w).min(after.iter().map(|p| p.left).min().unwrap_or(w));
+    let cut_left = left > 0
+        && (left as f32) <= MAX_CUT * w as f32
+        && low(&before)
+        && before.iter().any(|p| p.left as usize > SIDE);
     let cut_right = right < w
         && ((w - right) as f32) <= MAX_CUT * w as f32
-        && cut(&|p| p.left > last, &|p| p.right as usize + 1 + SIDE < w as usize);
+        && low(&after)
+        && after.iter().any(|p| p.right as usize + 1 + SIDE < w as usize);
     (cut_left || cut_right).then_some((if cut_left { left } else { 0 }, if cut_right { right } else { w }))
 }
 
@@ -192,7 +204,8 @@ mod tests {
         // `SK` at the foot of the line, then seven full-height glyphs from x = 46.
         let mut bars = vec![(6, 6, 26, 36), (20, 6, 26, 36)];
         bars.extend((0..7).map(|k| (46 + 20 * k, 10, 4, 36)));
-        let out = trim_small_marks(line(&bars));
+        let (out, cut) = trim_small_marks(line(&bars));
+        assert!(cut);
         // The cut keeps a fifth of the glyph height (32 px) before the first glyph.
         assert_eq!((out.width(), out.height()), (200 - 40, 40));
     }
@@ -202,7 +215,22 @@ mod tests {
         // Seven glyphs end at x = 136; a small two-glyph mark stands at the top after them.
         let mut bars: Vec<(u32, u32, u32, u32)> = (0..7).map(|k| (6 + 20 * k, 10, 4, 36)).collect();
         bars.extend([(150, 6, 4, 14), (160, 6, 4, 14)]);
-        assert_eq!(trim_small_marks(line(&bars)).width(), 136 + 6);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 136 + 6);
+    }
+
+    #[test]
+    fn a_row_of_text_above_the_registration_does_not_keep_a_small_mark() {
+        // A state's name in small letters along the top, over the glyphs and the suffix alike
+        // (New Jersey's `10-DTM 59`).
+        let mut bars: Vec<(u32, u32, u32, u32)> = (0..25).map(|k| (10 + 6 * k, 4, 1, 7)).collect();
+        bars.extend((0..7).map(|k| (6 + 20 * k, 10, 10, 36)));
+        // The mark starts 14 px after the last glyph: the cut keeps a fifth of the glyph height.
+        bars.extend([(150, 6, 20, 30), (160, 6, 20, 30)]);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 136 + 5);
+        // Nearer than that margin, the cut falls where the mark begins.
+        let mut bars: Vec<(u32, u32, u32, u32)> = (0..7).map(|k| (16 + 20 * k, 10, 10, 36)).collect();
+        bars.extend([(149, 6, 20, 30), (159, 6, 20, 30)]);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 149);
     }
 
     #[test]
@@ -210,11 +238,11 @@ mod tests {
         // A border along the top and a frame's side at each end are not glyphs.
         let mut bars = vec![(0, 200, 0, 2), (0, 2, 0, 40), (198, 2, 0, 40)];
         bars.extend((0..7).map(|k| (16 + 24 * k, 10, 6, 36)));
-        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 200);
         // A first glyph read in two faint pieces, top and bottom, spans the glyphs' height.
         let mut bars = vec![(6, 10, 4, 12), (6, 10, 28, 36)];
         bars.extend((1..8).map(|k| (6 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 200);
     }
 
     #[test]
@@ -223,13 +251,13 @@ mod tests {
         // (cut, a blurred first glyph read differently: US-dev `4FCW533`).
         let mut bars = vec![(0, 8, 26, 36)];
         bars.extend((0..7).map(|k| (30 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 200);
     }
 
     #[test]
     fn a_line_of_small_text_with_few_tall_glyphs_is_left_whole() {
         let mut bars: Vec<(u32, u32, u32, u32)> = (0..6).map(|k| (6 + 12 * k, 6, 26, 36)).collect();
         bars.extend((0..3).map(|k| (100 + 20 * k, 10, 4, 36)));
-        assert_eq!(trim_small_marks(line(&bars)).width(), 200);
+        assert_eq!(trim_small_marks(line(&bars)).0.width(), 200);
     }
 }

@@ -347,14 +347,14 @@ impl PlateReader {
                 continue;
             }
             let Some(line) = textdet::warp(image, &quad) else { continue };
-            let line = glyphs::trim_small_marks(mask_emblems(trim_bands(&line)));
+            let (line, trimmed) = glyphs::trim_small_marks(mask_emblems(trim_bands(&line)));
             let (width, tensor) = rec_tensor(&line);
             items.push((vec![3, REC_HEIGHT as usize, width as usize], tensor));
-            kept.push((i, line.width() as f32 / line.height().max(1) as f32));
+            kept.push((i, line.width() as f32 / line.height().max(1) as f32, trimmed));
         }
-        for ((i, aspect), out) in kept.into_iter().zip(self.rec.infer_many(items)) {
+        for ((i, aspect, trimmed), out) in kept.into_iter().zip(self.rec.infer_many(items)) {
             let chars = self.alphabet.decode(&out?.data, self.classes);
-            texts[i].extend(plate::judge(&chars, aspect, formats));
+            texts[i].extend(plate::judge(&chars, aspect, formats).map(|t| PlateText { trimmed, ..t }));
         }
         Ok(())
     }
@@ -462,7 +462,8 @@ const SURE_EDGE: f32 = 0.8;
 /// one kind are the same line with a glyph shaved off or misread (`781601` of `L781601`), and do
 /// not vote. Then the text's extent: each read votes for its own text, and for
 /// any longer read that contains it and whose extra characters at the ends are sure: a shorter
-/// read inside it is the same line with a character shaved off by a tight box. The most voted
+/// read inside it is the same line with a character shaved off by a tight box (not a read whose
+/// crop had a small mark cut off on purpose: it votes for its own text only). The most voted
 /// text (ties to the more plate-like) fixes the length. Then each character is voted among the
 /// reads of that length that differ from it in at most a third of their characters, by their
 /// summed probabilities: a glyph one crop misread is outvoted by the others. Each character is
@@ -475,6 +476,10 @@ fn pool(mut reads: Vec<PlateText>) -> Option<PlateText> {
     let supports = |long: &PlateText, short: &PlateText| {
         if long.text == short.text {
             return true;
+        }
+        // A read whose crop had a mark cut off does not vote for the longer reads that hold it.
+        if short.trimmed {
+            return false;
         }
         let Some(at) = long.text.find(&short.text) else { return false };
         let end = at + short.text.len();
@@ -799,6 +804,14 @@ mod tests {
         let reads = vec![text("DH7X31", &[0.9; 6]), text("DH7X31", &[0.9; 6]), text("DH7X31I", &bolt)];
         assert_eq!(pool(reads).unwrap().text, "DH7X31");
         assert!(pool(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_read_with_a_small_mark_cut_off_does_not_vote_for_the_read_holding_it() {
+        // New Jersey's `10-DTM 59`: two crops had the small `59` cut off, the widest kept it.
+        let cut = PlateText { trimmed: true, ..text("10DTM", &[0.9; 5]) };
+        let reads = vec![cut.clone(), cut, text("10DTM59", &[0.95; 7])];
+        assert_eq!(pool(reads).unwrap().text, "10DTM");
     }
 
     #[test]
