@@ -258,7 +258,7 @@ pub struct PlateText {
     /// Whether a configured format matched.
     pub formatted: bool,
     /// Whether small marks were cut off the line's ends before it was read
-    /// ([`crate::anpr::glyphs`]): what a longer read of the line holds beyond this one was left
+    /// (`anpr::glyphs`): what a longer read of the line holds beyond this one was left
     /// out on purpose, not shaved off by a tight box.
     pub trimmed: bool,
 }
