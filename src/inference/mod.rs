@@ -104,9 +104,21 @@ impl Workload {
 /// all. Cameras keep one single-threaded session per core: each submits its detection and goes
 /// on with its next frames, so decoding and motion run on the other cores meanwhile, and calls
 /// from several cameras run side by side without waiting on each other's threads.
+///
+/// Such a caller also waits up to [`ONE_CALLER_WAIT`] for an answer. A camera's timeout exists
+/// to restart analysis that stalls while frames keep coming; a still has no next frame, and on a
+/// starved host (a shared machine, a build beside it) a call that takes 20 s is slow, not hung:
+/// failing it would end a whole `vigil bench anpr` set.
 pub fn for_one_caller(cfg: &InferenceConfig) -> InferenceConfig {
-    InferenceConfig { sessions: cfg.sessions.max(1), ..cfg.clone() }
+    InferenceConfig {
+        sessions: cfg.sessions.max(1),
+        timeout_secs: cfg.timeout_secs.max(ONE_CALLER_WAIT.as_secs_f64()),
+        ..cfg.clone()
+    }
 }
+
+/// The least time a caller that waits for each answer gives a model (see [`for_one_caller`]).
+pub const ONE_CALLER_WAIT: Duration = Duration::from_secs(120);
 
 /// Most detector sessions vigil opens on its own: past this, more sessions only add memory.
 const MAX_SESSIONS: usize = 8;
@@ -409,4 +421,21 @@ fn run(
     let per = values.len() / n;
     let done = Instant::now();
     Ok(values.chunks(per).map(|c| Output { shape: dims[1..].to_vec(), data: c.to_vec(), done }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_that_waits_for_each_answer_waits_longer_than_a_camera() {
+        let camera = InferenceConfig::default();
+        let still = for_one_caller(&camera);
+        assert!(camera.timeout() < ONE_CALLER_WAIT, "{:?}", camera.timeout());
+        assert_eq!(still.timeout(), ONE_CALLER_WAIT);
+        // A longer wait set in the configuration is kept.
+        let patient = for_one_caller(&InferenceConfig { timeout_secs: 300.0, ..InferenceConfig::default() });
+        assert_eq!(patient.timeout(), Duration::from_secs(300));
+        assert_eq!(still.sessions, 1);
+    }
 }
