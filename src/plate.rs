@@ -376,18 +376,28 @@ const UNSURE_MARK: f32 = 0.8;
 /// for punctuation in the other. The character is taken out when the rest of its read matches
 /// the marked read in all but a third of its characters, so a read of another line is no
 /// evidence. Sure characters stay: a plate's own glyph is read sure somewhere.
+///
+/// A read sure in every character that holds no glyph at all between those neighbours is the
+/// same evidence (the mark was painted over, or the recogniser passed it by) when the rest of
+/// the unsure read is exactly that read. Only for a character unlike both its neighbours: a
+/// CTC recogniser can read two glyphs alike side by side as one (`11` as `1`, and `B8` as `B`
+/// in a sure read of `KL3·B8K`) and be sure of the rest.
 pub fn excise_marks(reads: &mut [PlateText]) {
     let marked: Vec<(Vec<u8>, usize)> =
         reads.iter().flat_map(|r| r.marks.iter().map(|&i| (r.text.as_bytes().to_vec(), i))).collect();
+    let sure: Vec<Vec<u8>> =
+        reads.iter().filter(|r| r.confidence >= SURE).map(|r| r.text.as_bytes().to_vec()).collect();
     for read in reads.iter_mut() {
         let t = read.text.as_bytes();
         let is_mark = |i: usize| {
             let without: Vec<u8> = t[..i].iter().chain(&t[i + 1..]).copied().collect();
+            let alike = |a: u8, b: u8| a == b || twins(char::from(a)).any(|(c, _)| c == char::from(b));
+            let lone = !alike(t[i], t[i - 1]) && !alike(t[i], t[i + 1]);
             marked.iter().any(|(m, at)| {
                 *at == i
                     && m.len() == without.len()
                     && 3 * m.iter().zip(&without).filter(|(a, b)| a != b).count() <= m.len()
-            })
+            }) || (lone && sure.contains(&without))
         };
         if let Some(i) = (1..t.len().saturating_sub(1)).find(|&i| read.probs[i] < UNSURE_MARK && is_mark(i)) {
             read.text.remove(i);
@@ -623,6 +633,35 @@ mod tests {
         let mut alone = vec![letter(0.52), other_line];
         excise_marks(&mut alone);
         assert_eq!(alone[0].text, "91AN4ZA");
+    }
+
+    #[test]
+    fn a_glyph_a_sure_read_of_the_same_line_does_not_hold_is_a_mark() {
+        // Arizona's `91A·4ZA`: one crop passes the emblem by, sure of the rest; the others read
+        // it as an unsure N (seen on a live camera, where the vote then went to `91AN4ZA`).
+        let read = |text: &str, p: &[f32]| PlateText::sample(text, p);
+        let mut reads = vec![
+            read("91A4ZA", &[0.95, 0.99, 0.99, 0.99, 0.99, 0.99]),
+            read("91AN4ZA", &[0.99, 0.99, 0.99, 0.37, 0.99, 0.99, 0.99]),
+            read("91AN4ZA", &[0.99, 0.99, 0.99, 0.61, 0.99, 0.99, 0.99]),
+        ];
+        excise_marks(&mut reads);
+        assert!(reads.iter().all(|r| r.text == "91A4ZA"), "{reads:?}");
+        // Not evidence: an unsure short read, a sure N, a doubled glyph or a glyph beside its
+        // look-alike read once, a short read that differs elsewhere too.
+        let mut kept = vec![
+            read("91A4ZA", &[0.85; 6]),
+            read("91AN4ZA", &[0.99, 0.99, 0.99, 0.6, 0.99, 0.99, 0.99]),
+            read("7BC1234", &[0.99; 7]),
+            read("7BC11234", &[0.99, 0.99, 0.99, 0.99, 0.5, 0.99, 0.99, 0.99]),
+            read("KL3BK", &[0.99; 5]),
+            read("KL3B8K", &[0.99, 0.99, 0.99, 0.99, 0.5, 0.99]),
+            read("5KLM20", &[0.99; 6]),
+            read("5KLMX21", &[0.99, 0.99, 0.99, 0.99, 0.5, 0.99, 0.99]),
+        ];
+        excise_marks(&mut kept);
+        let texts: Vec<&str> = kept.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["91A4ZA", "91AN4ZA", "7BC1234", "7BC11234", "KL3BK", "KL3B8K", "5KLM20", "5KLMX21"]);
     }
 
     #[test]

@@ -89,6 +89,19 @@ mod tests {
     }
 
     #[test]
+    fn an_emblem_read_as_an_unsure_glyph_does_not_outvote_a_sure_read_without_it() {
+        // A live camera's four reads of Arizona's `91A·4ZA`: the three with the emblem as an N
+        // outweighed the one sure read by length, and the event went out as `91AN4ZA`.
+        let mut c = Consensus::default();
+        c.add(PlateText::sample("91A4ZA", &[0.954, 0.99, 0.99, 0.99, 0.99, 0.99]));
+        for p in [0.366, 0.614, 0.614] {
+            c.add(PlateText::sample("91AN4ZA", &[0.99, 0.99, 0.99, p, 0.99, 0.99, 0.99]));
+        }
+        let v = c.vote().unwrap();
+        assert_eq!((v.plate.as_str(), v.reads), ("91A4ZA", 4));
+    }
+
+    #[test]
     fn no_reads_no_vote() {
         assert!(Consensus::default().vote().is_none());
     }
