@@ -387,11 +387,11 @@ pub fn excise_marks(reads: &mut [PlateText]) {
         reads.iter().flat_map(|r| r.marks.iter().map(|&i| (r.text.as_bytes().to_vec(), i))).collect();
     let sure: Vec<Vec<u8>> =
         reads.iter().filter(|r| r.confidence >= SURE).map(|r| r.text.as_bytes().to_vec()).collect();
+    let alike = |a: u8, b: u8| a == b || twins(char::from(a)).any(|(c, _)| c == char::from(b));
     for read in reads.iter_mut() {
         let t = read.text.as_bytes();
         let is_mark = |i: usize| {
             let without: Vec<u8> = t[..i].iter().chain(&t[i + 1..]).copied().collect();
-            let alike = |a: u8, b: u8| a == b || twins(char::from(a)).any(|(c, _)| c == char::from(b));
             let lone = !alike(t[i], t[i - 1]) && !alike(t[i], t[i + 1]);
             marked.iter().any(|(m, at)| {
                 *at == i
@@ -647,8 +647,8 @@ mod tests {
         ];
         excise_marks(&mut reads);
         assert!(reads.iter().all(|r| r.text == "91A4ZA"), "{reads:?}");
-        // Not evidence: an unsure short read, a sure N, a doubled glyph or a glyph beside its
-        // look-alike read once, a short read that differs elsewhere too.
+        // Not evidence: a short read that is not sure in every character, a doubled glyph or a
+        // glyph beside its look-alike read once, a short read that differs elsewhere too.
         let mut kept = vec![
             read("91A4ZA", &[0.85; 6]),
             read("91AN4ZA", &[0.99, 0.99, 0.99, 0.6, 0.99, 0.99, 0.99]),

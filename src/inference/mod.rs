@@ -118,7 +118,7 @@ pub fn for_one_caller(cfg: &InferenceConfig) -> InferenceConfig {
 }
 
 /// The least time a caller that waits for each answer gives a model (see [`for_one_caller`]).
-pub const ONE_CALLER_WAIT: Duration = Duration::from_secs(120);
+const ONE_CALLER_WAIT: Duration = Duration::from_secs(120);
 
 /// Most detector sessions vigil opens on its own: past this, more sessions only add memory.
 const MAX_SESSIONS: usize = 8;
